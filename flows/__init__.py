@@ -1,0 +1,1 @@
+"""Prefect flows that run the DVC stages in order, on demand or on a schedule."""

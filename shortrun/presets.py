@@ -1,0 +1,100 @@
+"""Named presets: complete starting configurations that `params.yaml` refines.
+
+tiny       a few hundred short-Yelp sentences and a small model: the whole pipeline in about a
+           minute on CPU (tests, CI).
+yelp       short Yelp: text of the 10k labeled subset for training, valid/test 10k each, the
+           corpus's vocabulary file; model sized to finish in under 45 minutes on 2 CPU cores.
+ptb        Penn Treebank 42k/3.4k/3.8k with the 10k vocabulary; model sized like yelp.
+ptb-cpu    a CPU budget for PTB: first 10k training sentences, 45 minutes on 2 CPU cores.
+yelp-paper, ptb-paper   the paper's model size and epochs, meant for a GPU.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+YELP_DIR = "short_yelp"
+PTB_DIR = "ptb"
+
+_YELP_DATA: dict[str, Any] = {
+    "corpus": "short_yelp",
+    "train_file": f"{YELP_DIR}/short_yelp.train.10000.txt",
+    "valid_file": f"{YELP_DIR}/short_yelp.valid.txt",
+    "test_file": f"{YELP_DIR}/short_yelp.test.txt",
+    "labeled": True,
+    "labels": ["0", "1"],
+    "label_budget_files": {n: f"{YELP_DIR}/short_yelp.train.{n}.txt" for n in (100, 500, 1000, 2000, 10000)},
+    "vocab_file": f"{YELP_DIR}/vocab.txt",
+    "max_len": 40,
+}
+
+_PTB_DATA: dict[str, Any] = {
+    "corpus": "ptb",
+    "train_file": f"{PTB_DIR}/ptb.train.txt",
+    "valid_file": f"{PTB_DIR}/ptb.valid.txt",
+    "test_file": f"{PTB_DIR}/ptb.test.txt",
+    "labeled": False,
+    "max_vocab": 10002,
+    "max_len": 100,
+}
+
+_CPU_MODEL = {"latent_dim": 32, "emb_dim": 128, "hidden_dim": 256, "encoder_hidden_dim": 256}
+_PAPER_MODEL = {"latent_dim": 32, "emb_dim": 512, "hidden_dim": 1024, "encoder_hidden_dim": 1024}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "data": {
+            **_YELP_DATA,
+            "vocab_file": None,
+            "max_vocab": 300,
+            "max_train": 300,
+            "max_valid": 100,
+            "max_test": 100,
+            "label_budget_files": {100: f"{YELP_DIR}/short_yelp.train.100.txt", 500: f"{YELP_DIR}/short_yelp.train.500.txt"},
+        },
+        "model": {"latent_dim": 8, "emb_dim": 32, "hidden_dim": 64, "encoder_hidden_dim": 64},
+        "langevin": {"steps": 5},
+        "train": {"epochs": 2, "batch_size": 32, "kl_anneal_steps": 10},
+        "evaluate": {
+            "num_sentences": 32,
+            "importance_samples": 8,
+            "jacobian_sentences": 8,
+            "proposal_chains": 4,
+            "k_values": [2, 5],
+            "num_prior_samples": 3,
+            "num_reconstructions": 3,
+            "num_interpolations": 1,
+        },
+        "export": {"chains": 2},
+        "classify": {"budgets": [100, 500], "seeds": 2, "c_grid": [0.1, 1.0, 10.0]},
+    },
+    "yelp": {
+        "data": _YELP_DATA,
+        "model": _CPU_MODEL,
+        "train": {"epochs": 8, "batch_size": 32, "kl_anneal_steps": 2000},
+    },
+    "ptb": {
+        "data": _PTB_DATA,
+        "model": _CPU_MODEL,
+        "train": {"epochs": 8, "batch_size": 32, "kl_anneal_steps": 5000},
+        "classify": {"budgets": []},
+    },
+    "ptb-cpu": {
+        "data": {**_PTB_DATA, "max_train": 10000},
+        "model": _CPU_MODEL,
+        "train": {"epochs": 6, "batch_size": 32, "kl_anneal_steps": 2000},
+        "classify": {"budgets": []},
+    },
+    "yelp-paper": {
+        "data": _YELP_DATA,
+        "model": _PAPER_MODEL,
+        "train": {"epochs": 30, "batch_size": 32, "kl_anneal_steps": 10000},
+        "evaluate": {"num_sentences": None, "jacobian_sentences": 1000},
+    },
+    "ptb-paper": {
+        "data": _PTB_DATA,
+        "model": _PAPER_MODEL,
+        "train": {"epochs": 40, "batch_size": 32, "kl_anneal_steps": 10000},
+        "evaluate": {"num_sentences": None, "jacobian_sentences": 1000},
+        "classify": {"budgets": []},
+    },
+}
