@@ -34,7 +34,7 @@ class DataConfig(Section):
         default_factory=dict, description="labeled training subsets by number of labels (classifier budgets)"
     )
     vocab_file: Optional[str] = Field(None, description="existing vocabulary file; built from train when absent")
-    max_vocab: Optional[PositiveInt] = Field(None, description="vocabulary size cap, specials included")
+    max_vocab: Optional[int] = Field(None, gt=4, description="vocabulary size cap, specials included")
     min_freq: PositiveInt = 1
     min_len: PositiveInt = 1
     max_len: PositiveInt = 100
