@@ -91,18 +91,26 @@ class TrainConfig(Section):
     kl_anneal_steps: int = Field(10000, ge=0, description="VAE: steps over which the KL weight rises from 0 to 1")
     free_bits: float = Field(0.0, ge=0.0, description="VAE: free-bits floor per latent dimension (0 turns it off)")
     max_batches_per_epoch: Optional[PositiveInt] = Field(None, description="cap for quick runs")
+    valid_sentences: Optional[PositiveInt] = Field(
+        None, description="first N validation sentences for the per-epoch validation (SRI runs two chains per sentence); None uses all"
+    )
 
 
 class EvaluateConfig(Section):
-    """Size of the evaluation: how many test sentences and Monte-Carlo samples."""
+    """Size of the evaluation: how many test sentences and Monte-Carlo samples (defaults: minutes on CPU for yelp)."""
 
-    num_sentences: Optional[PositiveInt] = Field(500, description="first N test sentences; None uses all")
-    importance_samples: PositiveInt = 50
+    num_sentences: Optional[PositiveInt] = Field(200, description="first N test sentences; None uses all")
+    importance_samples: int = Field(32, ge=2, description="importance samples per sentence (VAE, SRI estimator b)")
     jacobian_sentences: Optional[PositiveInt] = Field(
-        100, description="sentences for the change-of-variables estimator (it is the costly one)"
+        10, description="sentences for the change-of-variables estimator (it is the costly one)"
     )
-    proposal_chains: PositiveInt = Field(8, description="short-run chains per sentence to fit the cheap proposal")
+    jacobian_samples: int = Field(4, ge=2, description="importance samples per sentence for the change-of-variables estimator")
+    jacobian_batch_size: PositiveInt = Field(
+        4, description="chains per batched Jacobian pass; memory grows with latent_dim x length x vocabulary per chain"
+    )
+    proposal_chains: int = Field(4, ge=2, description="short-run chains per sentence to fit the cheap proposal")
     k_values: list[PositiveInt] = Field(default_factory=lambda: [5, 10, 20, 40], description="K for the NLL-vs-K plot")
+    k_sentences: Optional[PositiveInt] = Field(50, description="first N test sentences for the NLL-vs-K sweep")
     batch_size: PositiveInt = 64
     num_prior_samples: PositiveInt = 10
     num_reconstructions: PositiveInt = 10

@@ -1,0 +1,159 @@
+"""Training throughput of SRI, VAE and LM at the yelp and ptb model sizes, and how close the SRI step
+comes to this machine's matrix-multiply rate.
+
+FLOPs of one SRI training step (a multiply-add is 2 FLOPs). B sentences, T padded length,
+M = B(T-1) LSTM positions, N = predicted (non-padding) tokens, E = emb_dim, d = latent_dim,
+H = hidden_dim, V = vocabulary size, K = Langevin steps:
+
+    F     = M * 8H(E + d + H) + N * 2HV    one decoder forward: LSTM gates ([x;z] and h) + output layer
+    chain = K * 2F                         each step: forward + backward w.r.t. the inputs (not the weights)
+    train = 3F                             forward + backward w.r.t. inputs and weights
+    step  = (2K + 3) F
+
+Left out (small against these): embedding lookups, gate nonlinearities, softmax, h0 = Linear(z), Adam.
+The reference rate is a plain [N, H] x [H, V] matmul (the output layer's shape) timed in the same run.
+The batches are random token ids of realistic length (bucketed: lengths within +-1 of the corpus mean).
+Every figure is the best of several timed steps, so load from other processes shows up as little as possible.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from shortrun.config import PipelineConfig
+from shortrun.data.batching import Batch, collate
+from shortrun.objectives import StepContext
+from shortrun.params import build_config
+from shortrun.training import Trainer, resolve_device
+
+# vocabulary size and mean sentence length (words) of the corpora the presets train on
+SIZES = {"yelp": (8411, 9), "ptb": (10002, 21)}
+KINDS = ("sri", "vae", "lm")
+MIN_SECONDS = 3.0
+MIN_STEPS = 3
+MATMUL_SECONDS = 1.0
+FIRST_ID = 4  # ids 0..3 are the special tokens
+
+
+@dataclass
+class Measured:
+    """Timed steps as (batch, seconds), and the peak memory."""
+
+    steps: list[tuple[Batch, float]]
+    peak_mib: float
+
+    def best(self, work: Callable[[Batch], float]) -> float:
+        """The highest rate work(batch) / seconds over the steps: the best of several steps is what the
+        code achieves, the others carry the noise of whatever else runs on the machine."""
+        return max(work(batch) / seconds for batch, seconds in self.steps)
+
+
+def random_batches(cfg: PipelineConfig, vocab: int, mean_len: int, count: int, seed: int = 0) -> list[Batch]:
+    rng = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        lengths = torch.randint(mean_len - 1, mean_len + 2, (cfg.train.batch_size,), generator=rng)
+        batches.append(collate([torch.randint(FIRST_ID, vocab, (int(n),), generator=rng).tolist() for n in lengths]))
+    return batches
+
+
+def sri_step_flops(cfg: PipelineConfig, vocab: int, batch: Batch) -> float:
+    """(2K + 3) F for one batch (see the module docstring)."""
+    e, d, h = cfg.model.emb_dim, cfg.model.latent_dim, cfg.model.hidden_dim
+    positions = batch.tokens.shape[0] * (batch.tokens.shape[1] - 1)
+    tokens = int(batch.lengths.sum())
+    forward = positions * 8 * h * (e + d + h) + tokens * 2 * h * vocab
+    return (2 * cfg.langevin.steps + 3) * forward
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_mib(device: torch.device) -> float:
+    """GPU: peak allocated since the last reset; CPU: the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_training(cfg: PipelineConfig, kind: str, vocab: int, batches: list[Batch], device: torch.device) -> Measured:
+    """Trainer.step (the trainer's own optimizer step) on the batches, each step timed, after one warm-up step."""
+    trainer = Trainer(kind, vocab, cfg.model, cfg.langevin, cfg.train, progress=False)
+    trainer.model.train()
+    batches = [b.to(device) for b in batches]
+    ctx = StepContext(temperature=cfg.train.temperature_end, global_step=0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.step(batches[0], ctx)
+    steps: list[tuple[Batch, float]] = []
+    start = time.perf_counter()
+    while len(steps) < MIN_STEPS or time.perf_counter() - start < MIN_SECONDS:
+        batch = batches[len(steps) % len(batches)]
+        sync(device)
+        tic = time.perf_counter()
+        trainer.step(batch, ctx)
+        sync(device)
+        steps.append((batch, time.perf_counter() - tic))
+        ctx.global_step = len(steps)
+    return Measured(steps, peak_mib(device))
+
+
+def matmul_gflops(rows: int, hidden: int, vocab: int, device: torch.device) -> float:
+    """GFLOP/s of a plain [rows, hidden] x [hidden, vocab] product: the best of repeated timings."""
+    a, b = torch.randn(rows, hidden, device=device), torch.randn(hidden, vocab, device=device)
+    torch.mm(a, b)
+    best, start = math.inf, time.perf_counter()
+    while time.perf_counter() - start < MATMUL_SECONDS:
+        sync(device)
+        tic = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - tic)
+    return 2 * rows * hidden * vocab / best / 1e9
+
+
+def bench_preset(preset: str, device: torch.device) -> list[str]:
+    """One row per model kind, then the SRI step's rate against the matmul rate.
+
+    The matmul is timed just before and just after the SRI steps (the best of both counts), so a
+    machine whose load changes during the run compares like with like.
+    """
+    vocab, mean_len = SIZES[preset]
+    cfg = build_config(preset, {"train": {"device": device.type}})
+    batches = random_batches(cfg, vocab, mean_len, count=4)
+    tokens = int(sum(int(b.lengths.sum()) for b in batches) / len(batches))
+    hidden = cfg.model.hidden_dim
+    reference = matmul_gflops(tokens, hidden, vocab, device)
+    lines, ratio = [], 0.0
+    for kind in KINDS:
+        measured = time_training(cfg, kind, vocab, batches, device)
+        step_ms = 1e3 / measured.best(lambda batch: 1.0)
+        tokens_per_s = measured.best(lambda batch: float(batch.lengths.sum()))
+        gflops = ""
+        if kind == "sri":
+            sri_gflops = measured.best(lambda batch: sri_step_flops(cfg, vocab, batch)) / 1e9
+            reference = max(reference, matmul_gflops(tokens, hidden, vocab, device))
+            ratio = sri_gflops / reference
+            gflops = f"{sri_gflops:9.1f}"
+        lines.append(f"{preset:6} {kind:4} {tokens_per_s:11.0f} {step_ms:10.1f} {gflops:>9} {measured.peak_mib:9.0f}")
+    lines.append(f"{preset:6} matmul [{tokens}x{hidden}]x[{hidden}x{vocab}]: {reference:.1f} GFLOP/s; "
+                 f"SRI step / matmul = {ratio:.2f} (target >= 0.75)")
+    return lines
+
+
+def main() -> None:
+    device = resolve_device("auto")
+    threads = torch.get_num_threads() if device.type == "cpu" else None
+    where = f"{device.type}" + (f", {threads} threads" if threads else f", {torch.cuda.get_device_name()}")
+    print(f"training throughput ({where}; best of >= {MIN_STEPS} timed steps; random ids of realistic lengths)", flush=True)
+    print(f"{'preset':6} {'model':4} {'tokens/s':>11} {'step ms':>10} {'GFLOP/s':>9} {'peak MiB':>9}", flush=True)
+    for preset in SIZES:
+        for line in bench_preset(preset, device):
+            print(line, flush=True)

@@ -1,0 +1,40 @@
+"""The export stage: one latent vector per prepared sentence, for one latent model, as Parquet files.
+
+Writes latents/<kind>/{train,valid,test}.parquet and labeled_<budget>.parquet for every labeled subset
+in data/prepared/labeled/ (format: shortrun.latents). The folder is replaced atomically.
+"""
+from __future__ import annotations
+
+import time
+
+import mlflow
+
+from shortrun.checkpoint import load_trained
+from shortrun.config import LATENT_MODELS, PipelineConfig
+from shortrun.data.prepared import SPLITS, labeled_budgets, load_labeled, load_split
+from shortrun.errors import ConfigError
+from shortrun.io import atomic_dir
+from shortrun.latents import default_device, encode_dataset, write_latents
+from shortrun.paths import latents_dir, model_dir
+from shortrun.tracking import stage_run
+
+
+def run(cfg: PipelineConfig, kind: str) -> None:
+    """Encode every split and labeled subset with models/<kind>/ and write latents/<kind>/."""
+    if kind not in LATENT_MODELS:
+        raise ConfigError(f"export --model {kind}: that model has no latent variable; expected one of {', '.join(LATENT_MODELS)}")
+    trained = load_trained(model_dir(kind))
+    datasets = {split: load_split(split) for split in SPLITS}
+    datasets.update({f"labeled_{budget}": load_labeled(budget) for budget in labeled_budgets()})
+    device = default_device()
+    with stage_run(f"export-{kind}", cfg, ("export", "langevin")):
+        mlflow.set_tag("device", str(device))
+        with atomic_dir(latents_dir(kind)) as out:
+            for name, dataset in datasets.items():
+                start = time.perf_counter()
+                table = encode_dataset(
+                    trained.model, dataset, cfg.langevin, cfg.export.chains, cfg.export.batch_size, cfg.export.seed,
+                    device, desc=f"export {kind} {name}",
+                )
+                write_latents(table, out / f"{name}.parquet")
+                mlflow.log_metrics({f"{name}_sentences": len(table), f"{name}_seconds": time.perf_counter() - start})

@@ -1,0 +1,59 @@
+"""The train stage in a scratch workspace: model folder, metrics, per-epoch plot rows, MLflow run, --resume."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from shortrun.checkpoint import load_checkpoint, load_trained
+from shortrun.errors import ConfigError
+from shortrun.params import build_config, data_root
+from tasks import train
+from tasks.prepare import prepare
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = data_root()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    prepare(build_config("tiny").data, root)
+    return tmp_path
+
+
+def test_train_stage_writes_dvc_outputs_and_logs_each_epoch(workspace: Path) -> None:
+    cfg = build_config("tiny", {"train": {"epochs": 2, "max_batches_per_epoch": 3}})
+    train.run(cfg, "sri")
+    trained = load_trained(Path("models/sri"))
+    assert trained.kind == "sri" and trained.model_cfg == cfg.model and trained.langevin == cfg.langevin
+    metrics = json.loads(Path("metrics/train/sri.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["best_valid_nll"] <= metrics["valid_nll"] and metrics["seconds"] > 0
+    assert not any(key.startswith("z_var_d") for key in metrics)
+    rows = list(csv.DictReader(Path("plots/train/sri.csv").open()))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert {"train_nll", "valid_nll", "active_units", "z_var_d00"} <= rows[0].keys()
+    run = mlflow.search_runs(experiment_names=["shortrun"], output_format="list")[0]
+    assert run.data.tags["stage"] == "train-sri" and run.data.params["train.epochs"] == "2"
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_nll")
+    assert sorted(m.step for m in history) == [1, 2]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "model")}
+    assert "model/checkpoint.pt" in artifacts and "model/model_config.json" in artifacts
+
+
+def test_resume_continues_the_checkpoint_and_a_fresh_run_starts_over(workspace: Path) -> None:
+    short = build_config("tiny", {"train": {"epochs": 1, "max_batches_per_epoch": 2}})
+    train.run(short, "lm")
+    longer = build_config("tiny", {"train": {"epochs": 2, "max_batches_per_epoch": 2}})
+    train.run(longer, "lm", resume=True)
+    assert load_checkpoint(Path("models/lm/checkpoint.pt"))["progress"]["epoch"] == 2
+    assert json.loads(Path("metrics/train/lm.json").read_text())["epochs"] == 2
+    train.run(short, "lm")
+    assert json.loads(Path("metrics/train/lm.json").read_text())["epochs"] == 1
+
+
+def test_unknown_model_kind_is_refused(workspace: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^train --model gpt: unknown model"):
+        train.run(build_config("tiny"), "gpt")
