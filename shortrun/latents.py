@@ -93,6 +93,42 @@ def encode_dataset(
     return table
 
 
+def encode_splits(
+    model: nn.Module,
+    splits: dict[str, Dataset],
+    langevin: LangevinConfig,
+    chains: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    desc: str = "export",
+) -> dict[str, LatentTable]:
+    """Latents of several splits, encoding each distinct sentence once.
+
+    Labeled subsets repeat training sentences (short Yelp's train.N files are the training text), so
+    encoding the union of distinct texts once saves most of the chains; a sentence gets one latent
+    wherever it appears.
+    """
+    distinct: dict[str, list[int]] = {}
+    for dataset in splits.values():
+        for text, token_ids in zip(dataset["text"], dataset["ids"]):
+            distinct.setdefault(text, token_ids)
+    union = Dataset.from_dict({"id": list(range(len(distinct))), "ids": list(distinct.values()), "label": [-1] * len(distinct)})
+    latents = encode_dataset(model, union, langevin, chains, batch_size, seed, device, desc=desc).z
+    row = {text: i for i, text in enumerate(distinct)}
+    tables = {}
+    for name, dataset in splits.items():
+        columns = dataset[:]
+        order = np.argsort(np.asarray(columns["id"]), kind="stable")
+        rows = np.asarray([row[text] for text in columns["text"]], dtype=np.int64)[order]
+        tables[name] = LatentTable(
+            ids=np.asarray(columns["id"], dtype=np.int64)[order],
+            labels=np.asarray(columns["label"], dtype=np.int64)[order],
+            z=latents[rows],
+        )
+    return tables
+
+
 def write_latents(table: LatentTable, path: str | Path) -> None:
     """Write a latent table as Parquet (the caller provides atomicity, e.g. shortrun.io.atomic_dir)."""
     n, dim = table.z.shape

@@ -3,9 +3,9 @@
 tiny       a few hundred short-Yelp sentences and a small model: the whole pipeline in about a
            minute on CPU (tests, CI).
 yelp       short Yelp: text of the 10k labeled subset for training, valid/test 10k each, the
-           corpus's vocabulary file; model sized to finish in under 45 minutes on 2 CPU cores.
+           corpus's vocabulary file; model and K = 10 sized to finish in under 45 minutes on 2 CPU cores.
 ptb        Penn Treebank 42k/3.4k/3.8k with the 10k vocabulary; model sized like yelp.
-ptb-cpu    a CPU budget for PTB: first 10k training sentences, 45 minutes on 2 CPU cores.
+ptb-cpu    a CPU budget for PTB: first 6k training sentences, K = 10, to fit 45 minutes on 2 CPU cores.
 yelp-paper, ptb-paper   the paper's model size and epochs, meant for a GPU.
 """
 from __future__ import annotations
@@ -70,18 +70,23 @@ PRESETS: dict[str, dict[str, Any]] = {
     "yelp": {
         "data": _YELP_DATA,
         "model": _CPU_MODEL,
-        "train": {"epochs": 8, "batch_size": 32, "kl_anneal_steps": 2000},
+        "langevin": {"steps": 10},
+        "train": {"epochs": 5, "batch_size": 32, "kl_anneal_steps": 2000, "valid_sentences": 1000},
+        "export": {"chains": 2},
     },
     "ptb": {
         "data": _PTB_DATA,
         "model": _CPU_MODEL,
-        "train": {"epochs": 8, "batch_size": 32, "kl_anneal_steps": 5000},
+        "train": {"epochs": 8, "batch_size": 32, "kl_anneal_steps": 5000, "valid_sentences": 2000},
         "classify": {"budgets": []},
     },
     "ptb-cpu": {
-        "data": {**_PTB_DATA, "max_train": 10000},
+        "data": {**_PTB_DATA, "max_train": 6000},
         "model": _CPU_MODEL,
-        "train": {"epochs": 6, "batch_size": 32, "kl_anneal_steps": 2000},
+        "langevin": {"steps": 10},
+        "train": {"epochs": 4, "batch_size": 32, "kl_anneal_steps": 1000, "valid_sentences": 500},
+        "evaluate": {"num_sentences": 300},
+        "export": {"chains": 2},
         "classify": {"budgets": []},
     },
     "yelp-paper": {

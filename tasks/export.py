@@ -14,13 +14,13 @@ from shortrun.config import LATENT_MODELS, PipelineConfig
 from shortrun.data.prepared import SPLITS, labeled_budgets, load_labeled, load_split
 from shortrun.errors import ConfigError
 from shortrun.io import atomic_dir
-from shortrun.latents import default_device, encode_dataset, write_latents
+from shortrun.latents import default_device, encode_splits, write_latents
 from shortrun.paths import latents_dir, model_dir
 from shortrun.tracking import stage_run
 
 
 def run(cfg: PipelineConfig, kind: str) -> None:
-    """Encode every split and labeled subset with models/<kind>/ and write latents/<kind>/."""
+    """Encode every split and labeled subset with models/<kind>/ (each distinct sentence once) and write latents/<kind>/."""
     if kind not in LATENT_MODELS:
         raise ConfigError(f"export --model {kind}: that model has no latent variable; expected one of {', '.join(LATENT_MODELS)}")
     trained = load_trained(model_dir(kind))
@@ -29,12 +29,13 @@ def run(cfg: PipelineConfig, kind: str) -> None:
     device = default_device()
     with stage_run(f"export-{kind}", cfg, ("export", "langevin")):
         mlflow.set_tag("device", str(device))
+        start = time.perf_counter()
+        tables = encode_splits(
+            trained.model, datasets, cfg.langevin, cfg.export.chains, cfg.export.batch_size, cfg.export.seed,
+            device, desc=f"export {kind}",
+        )
+        mlflow.log_metric("seconds", time.perf_counter() - start)
         with atomic_dir(latents_dir(kind)) as out:
-            for name, dataset in datasets.items():
-                start = time.perf_counter()
-                table = encode_dataset(
-                    trained.model, dataset, cfg.langevin, cfg.export.chains, cfg.export.batch_size, cfg.export.seed,
-                    device, desc=f"export {kind} {name}",
-                )
+            for name, table in tables.items():
                 write_latents(table, out / f"{name}.parquet")
-                mlflow.log_metrics({f"{name}_sentences": len(table), f"{name}_seconds": time.perf_counter() - start})
+                mlflow.log_metric(f"{name}_sentences", len(table))

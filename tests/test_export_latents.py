@@ -12,7 +12,7 @@ from shortrun.data.batching import collate
 from shortrun.data.prepared import FEATURES
 from shortrun.errors import DataError
 from shortrun.inference import short_run
-from shortrun.latents import LatentTable, encode_dataset, read_latents, write_latents
+from shortrun.latents import LatentTable, encode_dataset, encode_splits, read_latents, write_latents
 from shortrun.model import build_model
 
 VOCAB_SIZE = 20
@@ -105,3 +105,17 @@ def test_latents_with_nan_name_the_file(tmp_path) -> None:
 def test_missing_latents_name_the_file(tmp_path) -> None:
     with pytest.raises(DataError, match="train.parquet: latents not found"):
         read_latents(tmp_path / "train.parquet")
+
+
+def test_encode_splits_gives_a_repeated_sentence_one_latent_in_every_split() -> None:
+    base = tiny_dataset(12)
+    texts = [f"sentence {i}" for i in range(12)]
+    train = Dataset.from_dict({**base[:], "text": texts}, features=FEATURES)
+    subset = train.select(range(5))  # a labeled subset repeating training sentences, as on short Yelp
+    tables = encode_splits(tiny_model("sri"), {"train": train, "labeled_5": subset}, LANGEVIN, 2, 4, 0, torch.device("cpu"))
+    assert tables["train"].z.shape == (12, MODEL_CFG.latent_dim)
+    np.testing.assert_array_equal(tables["labeled_5"].ids, sorted(subset["id"]))
+    train_rows = {int(i): z for i, z in zip(tables["train"].ids, tables["train"].z)}
+    for sentence_id, z in zip(tables["labeled_5"].ids, tables["labeled_5"].z):
+        np.testing.assert_array_equal(z, train_rows[int(sentence_id)])
+    assert len({tuple(z) for z in tables["train"].z}) == 12
