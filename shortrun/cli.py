@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="preset to select in params.yaml before running (tiny, yelp, ptb, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param, e.g. --set train.epochs=3 (repeatable); written to params.yaml")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="if another pipeline run holds this workspace, wait this long for it (default: skip at once)")
     p.set_defaults(handler=_run)
 
 
@@ -58,7 +61,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from flows.pipeline import run_from_cli
 
-    return run_from_cli(preset=args.preset, overrides=args.overrides)
+    return run_from_cli(preset=args.preset, overrides=args.overrides, lock_wait_s=args.wait)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -107,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for ours in ("shortrun", "tasks"):  # our progress lines, without the libraries' INFO chatter
+        logging.getLogger(ours).setLevel(logging.INFO)
     try:
         return args.handler(args)
     except ShortrunError as err:

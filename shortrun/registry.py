@@ -26,7 +26,7 @@ from shortrun.config import PipelineConfig
 from shortrun.dvclock import out_md5
 from shortrun.errors import ConfigError, ShortrunError
 from shortrun.paths import METRICS, model_dir
-from shortrun.tracking import PARENT_RUN_ENV, configure_tracking, flatten, git_commit
+from shortrun.tracking import DEFAULT_TRACKING_URI, PARENT_RUN_ENV, configure_tracking, flatten, git_commit
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
@@ -78,7 +78,7 @@ def _fail_fast(timeout_s: float) -> Iterator[None]:
 
 def connect(timeout_s: float = 10.0) -> str:
     """Configure tracking and check the store answers; an unreachable one is one error line naming its URI."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
     try:
         with _fail_fast(timeout_s):
             uri = configure_tracking()

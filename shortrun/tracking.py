@@ -21,10 +21,12 @@ PARENT_RUN_ENV = "SHORTRUN_PARENT_RUN_ID"
 
 
 def configure_tracking() -> str:
-    """Use $MLFLOW_TRACKING_URI when set, else a SQLite store in the workspace; return the URI."""
+    """Use $MLFLOW_TRACKING_URI when set, else a SQLite store in the workspace; return the URI.
+
+    The registry follows the tracking store unless $MLFLOW_REGISTRY_URI says otherwise (MLflow's default).
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", uri))
     mlflow.set_experiment(os.environ.get(EXPERIMENT_ENV, "shortrun"))
     return uri
 

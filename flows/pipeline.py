@@ -1,0 +1,170 @@
+"""The end-to-end pipeline as one Prefect flow: every DVC stage through `dvc repro`, then the registry.
+
+One flow run = one workspace lock, one MLflow parent run (stage runs nest under it through
+$SHORTRUN_PARENT_RUN_ID), one Prefect task per DVC stage item, a check that `dvc status` is clean,
+the registration of the SRI generator, and a markdown summary artifact. DVC decides what is up to
+date, so a run with nothing changed retrains nothing; Prefect's own result caching is off.
+"""
+from __future__ import annotations
+
+import json
+import os
+from itertools import takewhile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Cancelled
+
+from flows.lock import WorkspaceBusy, workspace_lock
+from flows.stages import StageFailed, dvc_status, repro, stage_targets
+from flows.summary import collect_metrics, summary_markdown
+from shortrun.config import PipelineConfig
+from shortrun.dvclock import out_md5
+from shortrun.errors import ShortrunError
+from shortrun.io import write_text
+from shortrun.params import PARAMS_FILE, apply_overrides, load_config, read_params
+from shortrun.paths import PREPARED
+from shortrun.registry import Registration, connect, register_generator
+from shortrun.tracking import PARENT_RUN_ENV, git_commit
+
+FLOW_NAME = "shortrun-pipeline"
+SUMMARY_KEY = "shortrun-pipeline-summary"
+# Upper bounds per stage (paper-scale presets on one GPU fit well inside); a stage past its bound is stopped.
+STAGE_TIMEOUT_S = {"prepare": 2 * 3600, "train": 48 * 3600, "export": 12 * 3600, "classify": 6 * 3600,
+                   "evaluate": 24 * 3600}
+DEFAULT_TIMEOUT_S = 12 * 3600
+
+
+def updated_params(preset: str | None, overrides: list[str], path: Path = Path(PARAMS_FILE)) -> dict[str, Any]:
+    """params.yaml with the preset and `key=value` overrides applied, validated (nothing is written)."""
+    changes = ([f"preset={preset}"] if preset else []) + list(overrides)
+    return apply_overrides(read_params(path), changes)
+
+
+def write_params(preset: str | None, overrides: list[str], path: Path = Path(PARAMS_FILE)) -> PipelineConfig:
+    """Apply preset and overrides to params.yaml (atomically, keeping its header comment) and load the result."""
+    updated = updated_params(preset, overrides, path)
+    if updated != read_params(path):
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        header = "".join(takewhile(lambda line: line.startswith("#"), lines))
+        write_text(path, header + yaml.safe_dump(updated, sort_keys=False, default_flow_style=None))
+    return load_config(path)
+
+
+def _transient(task_, task_run, state) -> bool:
+    """Retry a stage only when its failure looks transient (a lock held elsewhere, a store that blipped).
+
+    A crash, a config error or a timeout would only repeat, and a retried training run costs hours.
+    """
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, StageFailed) and error.transient
+
+
+@task(name="dvc-repro", task_run_name="{target}", retries=1, retry_delay_seconds=15,
+      retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def run_stage(target: str, parent_run_id: str) -> str:
+    """`dvc repro --single-item <target>`, logged line by line; returns ran, restored or skipped."""
+    logger = get_run_logger()
+    timeout_s = STAGE_TIMEOUT_S.get(target.split("@")[0], DEFAULT_TIMEOUT_S)
+    outcome = repro(target, log=logger.info, timeout_s=timeout_s, extra_env={PARENT_RUN_ENV: parent_run_id})
+    logger.info(f"{target}: {outcome}")
+    return outcome
+
+
+@task(name="dvc-status", cache_policy=NO_CACHE)
+def check_clean() -> None:
+    """Fail unless `dvc status` has nothing to do: the run must leave DVC's bookkeeping true."""
+    status = dvc_status()
+    if status:
+        raise StageFailed(f"dvc status is not clean after the run: {json.dumps(status)[:500]}")
+
+
+@task(name="register", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def register(cfg: PipelineConfig, parent_run_id: str) -> Registration | None:
+    """Register the SRI generator (idempotent per DVC output hash) and run the champion gate."""
+    result = register_generator(cfg, parent_run_id=parent_run_id)
+    logger = get_run_logger()
+    if result is None:
+        logger.info("no SRI model in this pipeline; nothing to register")
+    else:
+        logger.info(f"{result.name} v{result.version}: {'champion' if result.promoted else 'candidate'} ({result.reason})")
+    return result
+
+
+def _run_link(tracking_uri: str, run: mlflow.ActiveRun) -> str:
+    """Where to see the parent run: a UI link for a server, the `mlflow ui` command for a local store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    return f"`mlflow ui --backend-store-uri {tracking_uri}` → experiment {run.info.experiment_id}, run {run.info.run_id}"
+
+
+def _run_pipeline(preset: str | None, overrides: list[str]) -> dict[str, Any]:
+    logger = get_run_logger()
+    cfg = write_params(preset, overrides)
+    tracking_uri = connect()
+    commit = git_commit()
+    tags = {"preset": cfg.preset, "git_commit": commit, "mlflow.source.git.commit": commit,
+            "prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name),
+            "overrides": json.dumps(overrides)}
+    with mlflow.start_run(run_name=f"pipeline-{cfg.preset}", tags=tags) as run:
+        run_id = run.info.run_id
+        logger.info(f"MLflow parent run {run_id} at {tracking_uri}")
+        outcomes: dict[str, str] = {}
+        for target in stage_targets():
+            outcomes[target] = run_stage(target, run_id)
+            if target == "prepare":
+                mlflow.set_tag("dvc.prepared_md5", out_md5(PREPARED) or "unknown")
+        check_clean()
+        registration = register(cfg, run_id)
+        metrics = collect_metrics()
+        mlflow.log_metrics(metrics)
+        link = _run_link(tracking_uri, run)
+        create_markdown_artifact(
+            summary_markdown(cfg.preset, outcomes, metrics, registration, run_id, link), key=SUMMARY_KEY,
+            description=f"shortrun pipeline ({cfg.preset}): key metrics and the MLflow run",
+        )
+    return {"mlflow_run_id": run_id, "stages": outcomes,
+            "registered": f"{registration.name} v{registration.version}" if registration else None}
+
+
+@flow(name=FLOW_NAME)
+def pipeline(preset: str | None = None, overrides: list[str] | None = None, lock_wait_s: float = 0.0):
+    """Run prepare → train → export → classify → evaluate through DVC, then register; one run per workspace.
+
+    preset / overrides (`section.key=value`) rewrite params.yaml first. If another run holds the
+    workspace, wait up to `lock_wait_s` seconds, then end as Cancelled saying who holds it.
+    """
+    logger = get_run_logger()
+    try:
+        with workspace_lock(Path.cwd(), wait_s=lock_wait_s, flow_run=str(flow_run.id), log=logger.warning):
+            return _run_pipeline(preset, list(overrides or []))
+    except WorkspaceBusy as busy:
+        logger.warning(str(busy))
+        return Cancelled(message=str(busy))
+
+
+def run_from_cli(preset: str | None = None, overrides: list[str] | None = None, lock_wait_s: float = 0.0) -> int:
+    """`shortrun run`: check params and tracking first (fast one-line errors), then run the flow once."""
+    overrides = list(overrides or [])
+    updated_params(preset, overrides)
+    connect()
+    # Prefect's temporary local server would try to send usage telemetry (and log lock errors doing so).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    state = pipeline(preset=preset, overrides=overrides, lock_wait_s=lock_wait_s, return_state=True)
+    if state.is_completed():
+        result = state.result()
+        print(f"shortrun: pipeline done; MLflow run {result['mlflow_run_id']}; "
+              + ", ".join(f"{target} {outcome}" for target, outcome in result["stages"].items()))
+        return 0
+    if state.is_cancelled():
+        raise WorkspaceBusy(state.message or "pipeline run cancelled")
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, BaseException):
+        raise error
+    raise ShortrunError(f"pipeline run ended {state.name}: {state.message}")

@@ -1,0 +1,144 @@
+"""Run DVC from the flow: the stage list, `dvc repro` of one stage with streamed output, `dvc status`.
+
+Stages always run through `dvc repro`, so DVC decides what is up to date and dvc.lock stays true:
+a flow run leaves the workspace exactly as `dvc repro` would.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Callable, Mapping
+
+from shortrun.errors import ShortrunError
+
+# dvc.yaml's stages in DAG order; a stage not named here runs after these.
+STAGE_ORDER = ("prepare", "train", "export", "classify", "evaluate")
+Log = Callable[[str], None]
+
+
+# Output that marks a failure worth one retry: a lock held by another process, a store that blipped.
+TRANSIENT_MARKERS = ("Unable to acquire lock", "database is locked", "Connection refused", "ConnectionError",
+                     "Temporary failure in name resolution")
+
+
+class StageFailed(ShortrunError):
+    """`dvc repro` of a stage exited with an error; `transient` when its output says a retry may succeed."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class StageTimeout(StageFailed):
+    """A stage ran past its time limit and was stopped."""
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for DVC and the stage commands it starts.
+
+    The interpreter's bin folder goes first on PATH (dvc.yaml calls `shortrun`), output is unbuffered,
+    and progress bars redraw at most every 30 s so they do not flood the run log.
+    """
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TQDM_MININTERVAL", "30")
+    env.update(extra or {})
+    return env
+
+
+def _dvc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def _check_output(args: list[str], cwd: Path) -> str:
+    done = subprocess.run(args, cwd=cwd, env=child_env(), capture_output=True, text=True)
+    if done.returncode:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+        raise StageFailed(f"{' '.join(args[2:])} failed in {cwd}: {lines[-1]}")
+    return done.stdout
+
+
+def stage_targets(cwd: Path = Path(".")) -> list[str]:
+    """Every stage of dvc.yaml with foreach items expanded (e.g. train@sri), in DAG order."""
+    names = _check_output(_dvc("stage", "list", "--name-only"), cwd).split()
+    rank = {base: i for i, base in enumerate(STAGE_ORDER)}
+    return sorted(names, key=lambda name: rank.get(name.split("@")[0], len(STAGE_ORDER)))
+
+
+def dvc_status(cwd: Path = Path(".")) -> dict:
+    """`dvc status --json`: empty when every stage is up to date."""
+    out = _check_output(_dvc("status", "--json"), cwd).strip()
+    return json.loads(out) if out else {}
+
+
+class _Output:
+    """What DVC printed for one stage: the last lines (for errors) and whether the stage ran."""
+
+    def __init__(self) -> None:
+        self.tail: deque[str] = deque(maxlen=20)
+        self.outcome = "skipped"
+
+    def feed(self, line: str) -> None:
+        self.tail.append(line)
+        if line.startswith("Running stage"):
+            self.outcome = "ran"
+        elif "is cached - skipping run" in line and self.outcome == "skipped":
+            self.outcome = "restored"
+
+    def transient(self) -> bool:
+        return any(marker in line for line in self.tail for marker in TRANSIENT_MARKERS)
+
+    def error_line(self) -> str:
+        errors = [line for line in self.tail if "ERROR" in line]
+        return (errors or list(self.tail) or ["no output"])[-1]
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Stop DVC and the stage command it started (they share a process group)."""
+    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait_s)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def repro(target: str, log: Log, timeout_s: float, extra_env: Mapping[str, str] | None = None,
+          cwd: Path = Path(".")) -> str:
+    """`dvc repro --single-item <target>` with its output streamed to `log`; returns ran, restored or skipped."""
+    proc = subprocess.Popen(_dvc("repro", "--single-item", target), cwd=cwd, env=child_env(extra_env),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            start_new_session=True)
+    output = _Output()
+
+    def pump() -> None:
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            if line:
+                output.feed(line)
+                log(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise StageTimeout(f"stage {target}: stopped after its {timeout_s:g} s time limit") from None
+    finally:
+        if proc.poll() is None:
+            _kill(proc)
+        reader.join(timeout=5)
+    if proc.returncode:
+        raise StageFailed(f"stage {target}: dvc repro exited with {proc.returncode}: {output.error_line()}",
+                          transient=output.transient())
+    return output.outcome

@@ -1,0 +1,130 @@
+"""A registered generator as an MLflow pyfunc model, and the CLI commands that use one.
+
+`mlflow.pyfunc.load_model("models:/<name>@champion").predict(sentences)` encodes sentences to latents
+(the mean of a few short-run chains, fixed seed, so the same input gives the same vectors).
+Generating and interpolating are methods of the underlying model, reachable through
+`loaded.unwrap_python_model()`; the `shortrun encode|generate|interpolate` commands wrap all three.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import mlflow
+import numpy as np
+import torch
+from datasets import Dataset
+from mlflow.exceptions import MlflowException
+
+from shortrun.checkpoint import load_trained
+from shortrun.data.tokenize import tokenize
+from shortrun.errors import DataError, ShortrunError
+from shortrun.latents import default_device, encode_dataset
+from shortrun.model import latent_generator
+
+DEFAULT_CHAINS = 5
+DEFAULT_MAX_LEN = 40
+ENCODE_BATCH = 64
+
+
+class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
+    """Encode sentences to latents with short-run inference; generate and interpolate sentences."""
+
+    def load_context(self, context: Any) -> None:
+        """Load the model folder logged as the `model_dir` artifact; `chains` and `seed` come from the model config."""
+        self.trained = load_trained(Path(context.artifacts["model_dir"]), map_location=default_device())
+        self.generator = latent_generator(self.trained.model)
+        if self.generator is None:
+            raise ShortrunError(f"{context.artifacts['model_dir']}: a {self.trained.kind} model has no latent variable")
+        config = context.model_config or {}
+        self.chains, self.seed = int(config.get("chains", DEFAULT_CHAINS)), int(config.get("seed", 0))
+
+    def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> np.ndarray:
+        """Latents [n, latent_dim] (float32) of the sentences (a list, or a DataFrame's one column, e.g. `sentence`)."""
+        return self.encode(model_input)
+
+    def encode(self, sentences: Sequence[str], chains: int | None = None, seed: int | None = None) -> np.ndarray:
+        """Latents of `sentences` in input order (SRI: mean of `chains` short-run chains; VAE: encoder mean).
+
+        chains / seed default to the model's config (the export stage's `export.chains` and `export.seed`).
+        """
+        vocab = self.trained.vocab
+        rows = Dataset.from_dict({
+            "id": list(range(len(sentences))),
+            "text": list(sentences),
+            "ids": [vocab.encode(tokenize(s)) for s in sentences],
+            "label": [-1] * len(sentences),
+        })
+        chains, seed = chains or self.chains, self.seed if seed is None else seed
+        table = encode_dataset(self.trained.model, rows, self.trained.langevin, chains, ENCODE_BATCH, seed,
+                               device=default_device(), desc="encode")
+        return table.z
+
+    def decode(self, z: np.ndarray | torch.Tensor, max_len: int = DEFAULT_MAX_LEN) -> list[str]:
+        """Greedy decoding of each latent row to a sentence."""
+        device = next(self.generator.parameters()).device
+        ids = self.generator.decode(torch.as_tensor(z, dtype=torch.float32, device=device), max_len, greedy=True)
+        return [" ".join(self.trained.vocab.decode(row)) for row in ids]
+
+    def generate(self, n: int, seed: int = 0, max_len: int = DEFAULT_MAX_LEN) -> list[str]:
+        """`n` sentences decoded from prior samples z ~ N(0, I) drawn with `seed`."""
+        rng = torch.Generator().manual_seed(seed)
+        return self.decode(torch.randn(n, self.generator.latent_dim, generator=rng), max_len)
+
+    def interpolate(self, start: str, end: str, steps: int = 5, max_len: int = DEFAULT_MAX_LEN) -> list[str]:
+        """Sentences decoded at `steps` evenly spaced points from start's latent to end's (both ends included)."""
+        if steps < 2:
+            raise DataError(f"interpolate: --steps must be at least 2, got {steps}")
+        za, zb = self.encode([start, end])
+        weights = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        return self.decode((1.0 - weights) * za + weights * zb, max_len)
+
+
+def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """The pyfunc model behind a URI (models:/name@alias, models:/name/3, runs:/..., or a local folder), checked
+    to be a shortrun generator; a URI that cannot be loaded is one error line naming it."""
+    if uri.startswith(("models:/", "runs:/")):
+        from shortrun.registry import connect
+
+        connect()
+    try:
+        loaded = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as err:
+        reason = (str(err).strip().splitlines() or [err.__class__.__name__])[0][:200]
+        raise ShortrunError(f"model {uri}: cannot load ({reason})") from None
+    try:
+        model = loaded.unwrap_python_model()
+    except MlflowException:  # another flavor (e.g. a scikit-learn classifier)
+        model = None
+    if not isinstance(model, GeneratorPyfunc):
+        raise ShortrunError(f"model {uri}: not a shortrun generator ({loaded.metadata.flavors.get('python_function', {}).get('loader_module')})")
+    return loaded
+
+
+def load_generator(uri: str) -> GeneratorPyfunc:
+    """The generator object behind a model URI, for generate / interpolate."""
+    return load_model(uri).unwrap_python_model()
+
+
+def encode_command(args: argparse.Namespace) -> int:
+    """Print one JSON line per sentence: {"sentence": ..., "z": [...]}."""
+    latents = load_model(args.model).predict(list(args.sentences))
+    for sentence, z in zip(args.sentences, latents):
+        print(json.dumps({"sentence": sentence, "z": [round(float(v), 6) for v in z]}))
+    return 0
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    """Print `--num` sampled sentences, one per line."""
+    for sentence in load_generator(args.model).generate(args.num, seed=args.seed):
+        print(sentence)
+    return 0
+
+
+def interpolate_command(args: argparse.Namespace) -> int:
+    """Print the sentences along the line between two sentences' latents, one per line."""
+    for sentence in load_generator(args.model).interpolate(args.start, args.end, steps=args.steps):
+        print(sentence)
+    return 0
