@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 
 from shortrun.cli import main
 from shortrun.data.prepared import labeled_budgets, load_labeled, load_split, load_vocab
@@ -118,6 +119,8 @@ def _copy_project(dest: Path) -> None:
     for name in (".dvc", "shortrun", "tasks"):
         if (REPO / name).exists():
             shutil.copytree(REPO / name, dest / name, ignore=ignore)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    (dest / "params.yaml").write_text(yaml.safe_dump({**params, "preset": "tiny"}))
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     if not (dest / ".dvc").exists():
         subprocess.run(["dvc", "init", "-q"], cwd=dest, check=True, env=_env())
