@@ -2,7 +2,7 @@
 
 Modules, one job each:
 - importance:  model-agnostic importance sampling (log-mean-exp of weights and its standard error);
-- jacobian:    log |det dz_K/dz_0| of a short-run chain, batched over sentences;
+- jacobian:    per-sentence d x d Jacobians in one batched pass (chain log-determinants, Hessians);
 - likelihood:  per-sentence log-likelihood estimates for the LM, the VAE and both SRI estimators;
 - posterior:   per-sentence Gaussian posterior approximations and reconstruction, KL, MI, active units;
 - samples:     prior samples, reconstructions and interpolations as text;
