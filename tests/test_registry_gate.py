@@ -29,13 +29,10 @@ class Registry:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, sqlite_workspace):
     """One SQLite tracking + registry store per module (creating its schema takes seconds)."""
     root = tmp_path_factory.mktemp("registry")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        patch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{root / 'mlflow.db'}")  # MLflow writes it to os.environ; restore it too
+    with sqlite_workspace(root):
         connect()
         source = root / "model"
         source.mkdir()

@@ -26,13 +26,10 @@ WORDS = "the food was great terrible service slow friendly".split()
 
 
 @pytest.fixture(scope="module")
-def champion_uri(tmp_path_factory):
+def champion_uri(tmp_path_factory, sqlite_workspace):
     """An (untrained) SRI model folder and metrics in a temporary workspace, registered through the gate."""
     root = tmp_path_factory.mktemp("serving")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        patch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{root / 'mlflow.db'}")  # MLflow writes it to os.environ; restore it too
+    with sqlite_workspace(root):
         torch.manual_seed(0)
         model_cfg = ModelConfig(latent_dim=LATENT_DIM, emb_dim=8, hidden_dim=8, encoder_hidden_dim=8,
                                 dropout_emb=0.0, dropout_out=0.0)
