@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -93,28 +94,19 @@ def encode_dataset(
     return table
 
 
-def encode_splits(
-    model: nn.Module,
-    splits: dict[str, Dataset],
-    langevin: LangevinConfig,
-    chains: int,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
-    desc: str = "export",
-) -> dict[str, LatentTable]:
+def encode_splits(model: nn.Module, splits: dict[str, Dataset], **options: Any) -> dict[str, LatentTable]:
     """Latents of several splits, encoding each distinct sentence once.
 
     Labeled subsets repeat training sentences (short Yelp's train.N files are the training text), so
     encoding the union of distinct texts once saves most of the chains; a sentence gets one latent
-    wherever it appears.
+    wherever it appears. `options` are `encode_dataset`'s (langevin, chains, batch_size, seed, device, desc).
     """
     distinct: dict[str, list[int]] = {}
     for dataset in splits.values():
         for text, token_ids in zip(dataset["text"], dataset["ids"]):
             distinct.setdefault(text, token_ids)
     union = Dataset.from_dict({"id": list(range(len(distinct))), "ids": list(distinct.values()), "label": [-1] * len(distinct)})
-    latents = encode_dataset(model, union, langevin, chains, batch_size, seed, device, desc=desc).z
+    latents = encode_dataset(model, union, **options).z
     row = {text: i for i, text in enumerate(distinct)}
     tables = {}
     for name, dataset in splits.items():

@@ -112,7 +112,10 @@ def test_encode_splits_gives_a_repeated_sentence_one_latent_in_every_split() -> 
     texts = [f"sentence {i}" for i in range(12)]
     train = Dataset.from_dict({**base[:], "text": texts}, features=FEATURES)
     subset = train.select(range(5))  # a labeled subset repeating training sentences, as on short Yelp
-    tables = encode_splits(tiny_model("sri"), {"train": train, "labeled_5": subset}, LANGEVIN, 2, 4, 0, torch.device("cpu"))
+    tables = encode_splits(
+        tiny_model("sri"), {"train": train, "labeled_5": subset},
+        langevin=LANGEVIN, chains=2, batch_size=4, seed=0, device=torch.device("cpu"),
+    )
     assert tables["train"].z.shape == (12, MODEL_CFG.latent_dim)
     np.testing.assert_array_equal(tables["labeled_5"].ids, sorted(subset["id"]))
     train_rows = {int(i): z for i, z in zip(tables["train"].ids, tables["train"].z)}
