@@ -2,10 +2,12 @@
 
 tiny       a few hundred short-Yelp sentences and a small model: the whole pipeline in about a
            minute on CPU (tests, CI).
-yelp       short Yelp: text of the 10k labeled subset for training, valid/test 10k each, the
-           corpus's vocabulary file; model and K = 10 sized to finish in under 45 minutes on 2 CPU cores.
+yelp       short Yelp: text of the 10k labeled subset for training, the first 2k validation sentences
+           (validation NLL, classifier C), the 10k test sentences, the corpus's vocabulary file; model,
+           K = 10 and 2 export chains sized to finish in under 45 minutes on 2 CPU cores.
 ptb        Penn Treebank 42k/3.4k/3.8k with the 10k vocabulary; model sized like yelp.
-ptb-cpu    a CPU budget for PTB: first 6k training sentences, K = 10, to fit 45 minutes on 2 CPU cores.
+ptb-cpu    a CPU budget for PTB: first 6k training and 1k validation sentences, K = 10, one export
+           chain, to fit 45 minutes on 2 CPU cores.
 yelp-paper, ptb-paper   the paper's model size and epochs, meant for a GPU.
 """
 from __future__ import annotations
@@ -68,7 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "classify": {"budgets": [100, 500], "seeds": 2, "c_grid": [0.1, 1.0, 10.0]},
     },
     "yelp": {
-        "data": _YELP_DATA,
+        "data": {**_YELP_DATA, "max_valid": 2000},
         "model": _CPU_MODEL,
         "langevin": {"steps": 10},
         "train": {"epochs": 5, "batch_size": 32, "kl_anneal_steps": 2000, "valid_sentences": 1000},
@@ -81,12 +83,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "classify": {"budgets": []},
     },
     "ptb-cpu": {
-        "data": {**_PTB_DATA, "max_train": 6000},
+        "data": {**_PTB_DATA, "max_train": 6000, "max_valid": 1000},
         "model": _CPU_MODEL,
         "langevin": {"steps": 10},
         "train": {"epochs": 4, "batch_size": 32, "kl_anneal_steps": 1000, "valid_sentences": 500},
         "evaluate": {"num_sentences": 300},
-        "export": {"chains": 2},
+        "export": {"chains": 1},
         "classify": {"budgets": []},
     },
     "yelp-paper": {
