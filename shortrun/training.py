@@ -209,7 +209,7 @@ class Trainer:
             ctx.global_step = state.global_step
             out, loss = self.step(batch, ctx, where=f"epoch {epoch + 1}, batch {state.batch + 1}")
             self._accumulate(batch, out, loss, time.perf_counter() - tic)
-            bar.set_postfix(loss=f"{state.sums['loss'] / state.sums['batches']:.2f}")
+            bar.set_postfix(loss=f"{state.sums['loss'] / state.sums['batches']:.2f}", refresh=False)
             if self.on_batch:
                 self.on_batch(epoch + 1, state.batch, loss)
 

@@ -167,3 +167,12 @@ def test_temperature_anneals_linearly_over_epochs(tiny: dict) -> None:
     assert [epoch_temperature(train, e) for e in range(4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     one = config(tiny, epochs=1).train
     assert epoch_temperature(one, 0) == one.temperature_start
+
+
+def test_progress_bar_redraws_only_at_its_interval(tiny: dict, capsys, monkeypatch) -> None:
+    """Run logs capture every redraw: the loss postfix must not force one per batch."""
+    monkeypatch.setenv("TQDM_MININTERVAL", "30")
+    train_model("lm", len(tiny["vocab"]), tiny["train"], tiny["valid"], tiny["cfg"].model, tiny["cfg"].langevin,
+                config(tiny, epochs=1).train, progress=True)
+    redraws = capsys.readouterr().err.count("epoch 1:")
+    assert 1 <= redraws <= 3
