@@ -126,6 +126,10 @@ class ExportConfig(Section):
     chains: PositiveInt = Field(5, description="N short-run chains averaged per sentence (SRI)")
     batch_size: PositiveInt = 256
     seed: int = 0
+    langevin: Optional[LangevinConfig] = Field(
+        None, description="short-run settings for features only (e.g. more steps, no noise); keys not set here "
+                          "take the top-level langevin section's values (see PipelineConfig.export_langevin)"
+    )
 
 
 class ClassifyConfig(Section):
@@ -158,3 +162,8 @@ class PipelineConfig(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @property
+    def export_langevin(self) -> LangevinConfig:
+        """The chain that makes latent features: export.langevin when set, else the training chain."""
+        return self.export.langevin or self.langevin

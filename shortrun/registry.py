@@ -205,7 +205,8 @@ def register_generator(cfg: PipelineConfig, parent_run_id: str | None = None) ->
             python_model=str(SERVING_ENTRY),
             artifacts={"model_dir": str(folder)},
             code_paths=[str(SERVING_ENTRY.parent)],
-            model_config={"chains": cfg.export.chains, "seed": cfg.export.seed},
+            model_config={"chains": cfg.export.chains, "seed": cfg.export.seed,
+                          "langevin": cfg.export_langevin.model_dump()},
             input_example=["a sentence"],
             pip_requirements=_pinned(GENERATOR_REQUIREMENTS),
         )

@@ -19,6 +19,7 @@ from datasets import Dataset
 from mlflow.exceptions import MlflowException
 
 from shortrun.checkpoint import load_trained
+from shortrun.config import LangevinConfig
 from shortrun.data.tokenize import tokenize
 from shortrun.errors import DataError, ShortrunError
 from shortrun.latents import default_device, encode_dataset
@@ -33,13 +34,16 @@ class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
     """Encode sentences to latents with short-run inference; generate and interpolate sentences."""
 
     def load_context(self, context: Any) -> None:
-        """Load the model folder logged as the `model_dir` artifact; `chains` and `seed` come from the model config."""
+        """Load the model folder logged as the `model_dir` artifact; `chains`, `seed` and the short-run
+        settings come from the model config (the export stage's), so served latents match exported ones."""
         self.trained = load_trained(Path(context.artifacts["model_dir"]), map_location=default_device())
         self.generator = latent_generator(self.trained.model)
         if self.generator is None:
             raise ShortrunError(f"{context.artifacts['model_dir']}: a {self.trained.kind} model has no latent variable")
         config = context.model_config or {}
         self.chains, self.seed = int(config.get("chains", DEFAULT_CHAINS)), int(config.get("seed", 0))
+        chain = config.get("langevin")
+        self.langevin = LangevinConfig(**chain) if chain else self.trained.langevin
 
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> np.ndarray:
         """Latents [n, latent_dim] (float32) of the sentences (a list, or a DataFrame's one column, e.g. `sentence`)."""
@@ -58,7 +62,7 @@ class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
             "label": [-1] * len(sentences),
         })
         chains, seed = chains or self.chains, self.seed if seed is None else seed
-        table = encode_dataset(self.trained.model, rows, self.trained.langevin, chains, ENCODE_BATCH, seed,
+        table = encode_dataset(self.trained.model, rows, self.langevin, chains, ENCODE_BATCH, seed,
                                device=default_device(), desc="encode")
         return table.z
 

@@ -31,7 +31,7 @@ def run(cfg: PipelineConfig, kind: str) -> None:
         mlflow.set_tag("device", str(device))
         start = time.perf_counter()
         tables = encode_splits(
-            trained.model, datasets, langevin=cfg.langevin, chains=cfg.export.chains,
+            trained.model, datasets, langevin=cfg.export_langevin, chains=cfg.export.chains,
             batch_size=cfg.export.batch_size, seed=cfg.export.seed, device=device, desc=f"export {kind}",
         )
         mlflow.log_metric("seconds", time.perf_counter() - start)

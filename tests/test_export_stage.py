@@ -82,3 +82,12 @@ def test_export_of_an_unlabeled_corpus_and_no_latent_for_lm(workspace: Path) -> 
     assert set(frames["train"]["label"]) == {-1}
     with pytest.raises(ConfigError, match="export --model lm: that model has no latent variable"):
         run_export("lm")
+
+
+def test_export_runs_its_own_chain_when_export_langevin_is_set(workspace: Path) -> None:
+    make_workspace(labeled=False)
+    default = np.stack(run_export("sri")["test"]["z"])
+    same_chain = np.stack(run_export("sri", langevin={"steps": 3})["test"]["z"])
+    longer = np.stack(run_export("sri", langevin={"steps": 6, "noise": False})["test"]["z"])
+    np.testing.assert_array_equal(same_chain, default)
+    assert not np.allclose(longer, default)

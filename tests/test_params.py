@@ -55,6 +55,17 @@ def test_params_file_values_override_the_preset(tmp_path):
     assert cfg.data.max_valid == PRESETS["tiny"]["data"]["max_valid"]
 
 
+def test_export_chain_inherits_the_training_chain_keys_it_does_not_set():
+    cfg = build_config("tiny", {"langevin": {"temperature": 0.3},
+                                "export": {"langevin": {"steps": 40, "schedule": "constant", "noise": False}}})
+    chain = cfg.export_langevin
+    assert (chain.steps, chain.schedule, chain.noise, chain.temperature) == (40, "constant", False, 0.3)
+    assert cfg.langevin.steps == PRESETS["tiny"]["langevin"]["steps"] and cfg.langevin.noise
+    assert build_config("tiny").export_langevin == build_config("tiny").langevin
+    with pytest.raises(ConfigError, match=r"^export\.langevin\.steps: "):
+        build_config("tiny", {"export": {"langevin": {"steps": 0}}})
+
+
 def test_cli_reports_a_bad_params_value_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text('preset: tiny\ntrain:\n  epochs: "abc"\n')

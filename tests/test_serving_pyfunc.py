@@ -22,6 +22,7 @@ from shortrun.registry import connect, register_generator
 from shortrun.serving import GeneratorPyfunc, load_generator
 
 LATENT_DIM = 4
+EXPORT_STEPS = 2
 WORDS = "the food was great terrible service slow friendly".split()
 
 
@@ -36,7 +37,8 @@ def champion_uri(tmp_path_factory, sqlite_workspace):
         vocab = Vocab(WORDS)
         save_model_dir(model_dir("sri"), "sri", Generator(len(vocab), model_cfg), vocab, model_cfg, LangevinConfig(steps=3))
         write_json(METRICS / "train" / "sri.json", {"valid_nll": 12.5, "train_nll": 12.0})
-        cfg = build_config("tiny", {"registry": {"generator_name": "serving-test"}})
+        cfg = build_config("tiny", {"registry": {"generator_name": "serving-test"},
+                                    "export": {"langevin": {"steps": EXPORT_STEPS}}})
         connect()
         registration = register_generator(cfg)
         assert registration is not None and registration.promoted
@@ -64,6 +66,12 @@ def test_predict_is_deterministic_and_accepts_a_dataframe(loaded):
     np.testing.assert_allclose(model.encode(sentences), first)
     other_seed = model.encode(sentences, chains=3, seed=1)
     assert other_seed.shape == first.shape and not np.allclose(first, other_seed)
+
+
+def test_served_latents_use_the_export_chain_not_the_training_chain(loaded):
+    """The registered classifier was fit on exported latents: serving must encode the same way."""
+    model = loaded.unwrap_python_model()
+    assert model.trained.langevin.steps == 3 and model.langevin.steps == EXPORT_STEPS
 
 
 def test_generate_and_interpolate_through_the_unwrapped_model(loaded):
