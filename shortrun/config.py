@@ -87,7 +87,12 @@ class TrainConfig(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     temperature_start: float = Field(0.05, ge=0.0, description="SRI noise temperature at the first epoch")
-    temperature_end: float = Field(0.2, ge=0.0, description="SRI noise temperature reached at the last epoch")
+    temperature_end: float = Field(0.2, ge=0.0, description="SRI noise temperature reached at the end of the ramp")
+    temperature_hold_epochs: int = Field(1, ge=0, description="SRI: first epochs at temperature_start")
+    temperature_ramp_epochs: Optional[PositiveInt] = Field(
+        None, description="SRI: epochs after the hold whose temperature rises linearly, the last reaching "
+                          "temperature_end; None ramps over every remaining epoch"
+    )
     kl_anneal_steps: int = Field(10000, ge=0, description="VAE: steps over which the KL weight rises from 0 to 1")
     free_bits: float = Field(0.0, ge=0.0, description="VAE: free-bits floor per latent dimension (0 turns it off)")
     max_batches_per_epoch: Optional[PositiveInt] = Field(None, description="cap for quick runs")

@@ -70,10 +70,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def epoch_temperature(train: TrainConfig, epoch: int) -> float:
-    """SRI noise temperature of an epoch (0-based): linear from temperature_start to temperature_end."""
-    if train.epochs == 1:
+    """SRI noise temperature of an epoch (0-based): temperature_start for the hold epochs, then equal steps
+    up to temperature_end over the ramp epochs, then flat. The defaults ramp linearly from the first
+    epoch (at temperature_start) to the last (at temperature_end)."""
+    hold = train.temperature_hold_epochs
+    ramp = train.temperature_ramp_epochs or train.epochs - hold
+    if epoch < hold or ramp <= 0:
         return train.temperature_start
-    return train.temperature_start + (train.temperature_end - train.temperature_start) * epoch / (train.epochs - 1)
+    progress = min((epoch - hold + 1) / ramp, 1.0)
+    return train.temperature_start + (train.temperature_end - train.temperature_start) * progress
 
 
 def epoch_batches(dataset: Any, train: TrainConfig, epoch: int) -> list[Batch]:

@@ -165,6 +165,15 @@ def test_validation_can_use_the_first_sentences_only(tiny: dict) -> None:
 def test_temperature_anneals_linearly_over_epochs(tiny: dict) -> None:
     train = config(tiny, epochs=4, temperature_start=0.1, temperature_end=0.4).train
     assert [epoch_temperature(train, e) for e in range(4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert epoch_temperature(config(tiny, epochs=1).train, 0) == 0.05
+
+
+def test_temperature_holds_then_ramps_like_the_reference_schedule(tiny: dict) -> None:
+    """The authors' PTB script: T = 0.05 for 15 epochs, then +0.05 per epoch up to 0.2."""
+    train = config(tiny, epochs=20, temperature_hold_epochs=15, temperature_ramp_epochs=3).train
+    assert [epoch_temperature(train, e) for e in range(13, 20)] == pytest.approx([0.05, 0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
+    held_to_the_end = config(tiny, epochs=3, temperature_hold_epochs=5).train
+    assert [epoch_temperature(held_to_the_end, e) for e in range(3)] == pytest.approx([0.05] * 3)
     one = config(tiny, epochs=1).train
     assert epoch_temperature(one, 0) == one.temperature_start
 
