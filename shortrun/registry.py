@@ -8,6 +8,7 @@ with nothing changed) returns the existing version instead of adding a copy.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from shortrun.tracking import DEFAULT_TRACKING_URI, PARENT_RUN_ENV, configure_tr
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 SOURCE_TAG = "dvc_md5"
+ENCODING_TAG = "encoding_sha"  # a generator's encoding settings (chains, seed, short-run chain), hashed
 GENERATOR_KIND = "sri"
 SERVING_ENTRY = Path(shortrun.__file__).parent / "serving_entry.py"
 # What a fresh environment needs to load the generator (the shortrun code itself travels with the model).
@@ -91,14 +93,21 @@ def connect(timeout_s: float = 10.0) -> str:
     return uri
 
 
-def decide(client: MlflowClient, name: str, metric: str, value: float, lower_is_better: bool = True) -> GateDecision:
-    """Compare `value` with the current champion's recorded gate value."""
+def decide(client: MlflowClient, name: str, metric: str, value: float, lower_is_better: bool = True,
+           source_md5: str | None = None) -> GateDecision:
+    """Compare `value` with the current champion's recorded gate value.
+
+    A version built from the champion's own DVC output (same `source_md5`) replaces it: only its settings
+    changed (e.g. how a generator encodes), and they must follow the pipeline's current config.
+    """
     if not math.isfinite(value):
         return GateDecision(False, f"{metric} is {value}; a non-finite metric is never promoted")
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return GateDecision(True, f"no champion yet; {metric}={value:.4f}")
+    if source_md5 and champion.tags.get(SOURCE_TAG) == source_md5:
+        return GateDecision(True, f"same weights as champion v{champion.version} ({SOURCE_TAG} {source_md5}), new settings")
     recorded = champion.tags.get("gate.value") if champion.tags.get("gate.metric") == metric else None
     if recorded is None:
         return GateDecision(True, f"champion v{champion.version} has no recorded {metric}; {metric}={value:.4f}")
@@ -110,12 +119,15 @@ def decide(client: MlflowClient, name: str, metric: str, value: float, lower_is_
     return GateDecision(False, f"{metric} {value:.4f} does not beat champion v{champion.version} ({best:.4f}, {direction} is better)")
 
 
-def already_registered(name: str, source_md5: str | None) -> Registration | None:
-    """The registration of a version made from the same DVC output (content hash), if there is one."""
+def already_registered(name: str, source_md5: str | None, settings: Mapping[str, str] | None = None) -> Registration | None:
+    """The registration of a version made from the same DVC output (content hash) and, when given, carrying
+    the same `settings` tags, if there is one."""
     if not source_md5:
         return None
+    query = f"name = '{name}' and tags.{SOURCE_TAG} = '{source_md5}'"
+    query += "".join(f" and tags.{key} = '{value}'" for key, value in (settings or {}).items())
     try:
-        found = MlflowClient().search_model_versions(f"name = '{name}' and tags.{SOURCE_TAG} = '{source_md5}'")
+        found = MlflowClient().search_model_versions(query)
     except MlflowException:  # the registered model does not exist yet
         return None
     if not found:
@@ -135,7 +147,7 @@ def register_version(
 ) -> Registration:
     """Register `model_uri` as a new version of `name`, alias it `candidate`, and run the champion gate."""
     client = MlflowClient()
-    decision = decide(client, name, metric, value, lower_is_better)
+    decision = decide(client, name, metric, value, lower_is_better, (tags or {}).get(SOURCE_TAG))
     version = mlflow.register_model(model_uri, name).version
     try:
         gate_tags = {
@@ -195,7 +207,9 @@ def register_generator(cfg: PipelineConfig, parent_run_id: str | None = None) ->
     name, metric = cfg.registry.generator_name, cfg.registry.gate_metric
     value = read_metric(METRICS / "train" / f"{GENERATOR_KIND}.json", metric)
     source = out_md5(folder)
-    existing = already_registered(name, source)
+    encoding = {"chains": cfg.export.chains, "seed": cfg.export.seed, "langevin": cfg.export_langevin.model_dump()}
+    settings = {ENCODING_TAG: hashlib.sha256(json.dumps(encoding, sort_keys=True).encode()).hexdigest()[:16]}
+    existing = already_registered(name, source, settings)
     if existing is not None:
         return existing
     parent = parent_run_id or os.environ.get(PARENT_RUN_ENV)
@@ -205,12 +219,11 @@ def register_generator(cfg: PipelineConfig, parent_run_id: str | None = None) ->
             python_model=str(SERVING_ENTRY),
             artifacts={"model_dir": str(folder)},
             code_paths=[str(SERVING_ENTRY.parent)],
-            model_config={"chains": cfg.export.chains, "seed": cfg.export.seed,
-                          "langevin": cfg.export_langevin.model_dump()},
+            model_config=encoding,
             input_example=["a sentence"],
             pip_requirements=_pinned(GENERATOR_REQUIREMENTS),
         )
-        tags = {SOURCE_TAG: source or "", "preset": cfg.preset, "git_commit": git_commit(), "kind": GENERATOR_KIND}
+        tags = {SOURCE_TAG: source or "", **settings, "preset": cfg.preset, "git_commit": git_commit(), "kind": GENERATOR_KIND}
         result = register_version(info.model_uri, name, metric, value, lower_is_better=True, tags=tags)
         mlflow.set_tags({"registered_model": name, "registered_version": result.version, "gate.reason": result.reason})
     return result

@@ -101,6 +101,22 @@ def test_same_source_hash_is_registered_once(registry):
     assert already_registered(registry.name, "other.dir") is None
 
 
+def test_same_source_with_other_settings_is_a_new_version(registry):
+    registry.register(5.0, tags={"dvc_md5": "abc.dir", "encoding_sha": "a"})
+    assert already_registered(registry.name, "abc.dir", {"encoding_sha": "a"}).version == "1"
+    assert already_registered(registry.name, "abc.dir", {"encoding_sha": "b"}) is None
+
+
+def test_champion_weights_with_new_settings_replace_the_champion_on_a_tie(registry):
+    """Served latents must follow the current export settings, which the classifiers were fit on."""
+    registry.register(5.0, tags={"dvc_md5": "w.dir", "encoding_sha": "a"})
+    resettled = registry.register(5.0, tags={"dvc_md5": "w.dir", "encoding_sha": "b"})
+    assert resettled.promoted and "same weights as champion v1" in resettled.reason
+    assert registry.alias(CHAMPION) == "2"
+    other_weights = registry.register(5.0, tags={"dvc_md5": "x.dir", "encoding_sha": "b"})
+    assert not other_weights.promoted and registry.alias(CHAMPION) == "2"
+
+
 def test_unreachable_tracking_server_is_one_line_naming_the_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
