@@ -5,9 +5,6 @@ Flow runs are few on purpose: each needs Prefect's test server and a DVC subproc
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -21,40 +18,16 @@ from flows.pipeline import pipeline, run_from_cli, updated_params, write_params
 from shortrun.dvclock import out_md5
 from shortrun.errors import ConfigError
 from shortrun.registry import CANDIDATE, CHAMPION, TrackingUnavailable
+from tests.workspace import copy_project, dvc as _dvc, entered, git as _git
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data")
 GENERATOR = "shortrun-generator"
-
-
-def _git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
-                          cwd=cwd, check=True, capture_output=True, text=True).stdout
-
-
-def _dvc(*args: str, cwd: Path) -> str:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A git + DVC copy of the project's tracked files, using the shared corpora and its own MLflow store."""
-    dest = tmp_path_factory.mktemp("workspace")
-    for name in _git("ls-files", "-co", "--exclude-standard", cwd=ROOT).splitlines():
-        source = ROOT / name
-        if source.is_file() and not name.startswith("tests/"):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    _git("init", "-q", cwd=dest)
-    if not (dest / ".dvc" / "config").is_file():
-        _dvc("init", "-q", cwd=dest)
-    _git("add", "-A", cwd=dest)
-    _git("commit", "-q", "-m", "workspace", cwd=dest)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(dest)
-        patch.setenv("SHORTRUN_DATA", str(DATA))
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{dest / 'mlflow.db'}")
-        patch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{dest / 'mlflow.db'}")  # MLflow writes it to os.environ; restore it too
+    with entered(copy_project(tmp_path_factory.mktemp("workspace"))) as dest:
         yield dest
 
 
