@@ -14,6 +14,11 @@ Left out (small against these): embedding lookups, gate nonlinearities, softmax,
 The reference rate is a plain [N, H] x [H, V] matmul (the output layer's shape) timed in the same run.
 The batches are random token ids of realistic length (bucketed: lengths within +-1 of the corpus mean).
 Every figure is the best of several timed steps, so load from other processes shows up as little as possible.
+
+The two SRI training rules side by side: the reference rule (train.chain_gradients=chain with
+langevin.chain_dropout, the authors' code) also computes each chain step's weight gradients, about one
+more F per step: (3K + 3) F against (2K + 3) F, 1.43x at K = 10 (target <= 1.5x). Their steps are timed
+in turn on the same batches, so both see the same machine load.
 """
 from __future__ import annotations
 
@@ -38,6 +43,13 @@ MIN_SECONDS = 3.0
 MIN_STEPS = 3
 MATMUL_SECONDS = 1.0
 FIRST_ID = 4  # ids 0..3 are the special tokens
+# SRI training rules: (train settings, langevin settings)
+RULES = {
+    "endpoint": ({"chain_gradients": "endpoint"}, {}),
+    "chain": ({"chain_gradients": "chain"}, {}),
+    "chain+dropout": ({"chain_gradients": "chain"}, {"chain_dropout": True}),
+}
+REFERENCE_RULE = "chain+dropout"
 
 
 @dataclass
@@ -83,26 +95,64 @@ def peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_training(cfg: PipelineConfig, kind: str, vocab: int, batches: list[Batch], device: torch.device) -> Measured:
-    """Trainer.step (the trainer's own optimizer step) on the batches, each step timed, after one warm-up step."""
+def ready_trainer(cfg: PipelineConfig, kind: str, vocab: int, batch: Batch) -> Trainer:
+    """A trainer in train mode after one warm-up step."""
     trainer = Trainer(kind, vocab, cfg.model, cfg.langevin, cfg.train, progress=False)
     trainer.model.train()
+    trainer.step(batch, StepContext(temperature=cfg.train.temperature_end, global_step=0))
+    return trainer
+
+
+def timed_step(trainer: Trainer, batch: Batch, step: int, temperature: float, device: torch.device) -> float:
+    """Seconds of one Trainer.step (the trainer's own optimizer step)."""
+    sync(device)
+    tic = time.perf_counter()
+    trainer.step(batch, StepContext(temperature=temperature, global_step=step))
+    sync(device)
+    return time.perf_counter() - tic
+
+
+def time_training(cfg: PipelineConfig, kind: str, vocab: int, batches: list[Batch], device: torch.device) -> Measured:
+    """Trainer.step on the batches, each step timed, after one warm-up step."""
     batches = [b.to(device) for b in batches]
-    ctx = StepContext(temperature=cfg.train.temperature_end, global_step=0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer.step(batches[0], ctx)
+    trainer = ready_trainer(cfg, kind, vocab, batches[0])
     steps: list[tuple[Batch, float]] = []
     start = time.perf_counter()
     while len(steps) < MIN_STEPS or time.perf_counter() - start < MIN_SECONDS:
         batch = batches[len(steps) % len(batches)]
-        sync(device)
-        tic = time.perf_counter()
-        trainer.step(batch, ctx)
-        sync(device)
-        steps.append((batch, time.perf_counter() - tic))
-        ctx.global_step = len(steps)
+        steps.append((batch, timed_step(trainer, batch, len(steps) + 1, cfg.train.temperature_end, device)))
     return Measured(steps, peak_mib(device))
+
+
+def time_rules(cfg: PipelineConfig, vocab: int, batches: list[Batch], device: torch.device) -> dict[str, float]:
+    """The best SRI step time (s) under each training rule (RULES), the rules' steps taken in turn."""
+    batches = [b.to(device) for b in batches]
+    trainers = {}
+    for name, (train, langevin) in RULES.items():
+        rule_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=train),
+                                          "langevin": cfg.langevin.model_copy(update=langevin)})
+        trainers[name] = ready_trainer(rule_cfg, "sri", vocab, batches[0])
+    best = {name: math.inf for name in RULES}
+    rounds, start = 0, time.perf_counter()
+    while rounds < MIN_STEPS or time.perf_counter() - start < MIN_SECONDS * len(RULES):
+        batch = batches[rounds % len(batches)]
+        rounds += 1
+        for name, trainer in trainers.items():
+            best[name] = min(best[name], timed_step(trainer, batch, rounds, cfg.train.temperature_end, device))
+    return best
+
+
+def bench_rules(preset: str, device: torch.device) -> str:
+    """One line: the SRI step under each training rule and the reference rule's cost against the end point's."""
+    vocab, mean_len = SIZES[preset]
+    cfg = build_config(preset, {"train": {"device": device.type}})
+    best = time_rules(cfg, vocab, random_batches(cfg, vocab, mean_len, count=4), device)
+    times = ", ".join(f"{name} {1e3 * seconds:.1f} ms" for name, seconds in best.items())
+    ratio = best[REFERENCE_RULE] / best["endpoint"]
+    return (f"{preset:6} SRI step, K = {cfg.langevin.steps}: {times}; reference rule ({REFERENCE_RULE}) / endpoint "
+            f"= {ratio:.2f} (target <= 1.5)")
 
 
 def matmul_gflops(rows: int, hidden: int, vocab: int, device: torch.device) -> float:
@@ -157,3 +207,6 @@ def main() -> None:
     for preset in SIZES:
         for line in bench_preset(preset, device):
             print(line, flush=True)
+    print("SRI training rules side by side (best of >= 3 steps each, taken in turn)", flush=True)
+    for preset in SIZES:
+        print(bench_rules(preset, device), flush=True)

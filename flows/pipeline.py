@@ -2,19 +2,16 @@
 
 One flow run = one workspace lock, one MLflow parent run (stage runs nest under it through
 $SHORTRUN_PARENT_RUN_ID), one Prefect task per DVC stage item, a check that `dvc status` is clean,
-the registration of the SRI generator, and a markdown summary artifact. DVC decides what is up to
+the registration of the SRI generator and its classifier (tasks/register.py), and a markdown summary artifact. DVC decides what is up to
 date, so a run with nothing changed retrains nothing; Prefect's own result caching is off.
 """
 from __future__ import annotations
 
 import json
-import os
-from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -22,16 +19,17 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
 from flows.lock import WorkspaceBusy, workspace_lock
+from flows.server import prefect_api
 from flows.stages import StageFailed, dvc_status, repro, stage_targets
 from flows.summary import collect_metrics, summary_markdown
 from shortrun.config import PipelineConfig
 from shortrun.dvclock import out_md5
 from shortrun.errors import ShortrunError
-from shortrun.io import write_text
-from shortrun.params import PARAMS_FILE, apply_overrides, load_config, read_params
+from shortrun.params import updated_params, write_params
 from shortrun.paths import PREPARED
-from shortrun.registry import Registration, connect, register_generator
-from shortrun.tracking import PARENT_RUN_ENV, git_commit
+from shortrun.registry import Registration
+from shortrun.tracking import PARENT_RUN_ENV, connect, git_commit
+from tasks import register as registration_step
 
 FLOW_NAME = "shortrun-pipeline"
 SUMMARY_KEY = "shortrun-pipeline-summary"
@@ -39,22 +37,6 @@ SUMMARY_KEY = "shortrun-pipeline-summary"
 STAGE_TIMEOUT_S = {"prepare": 2 * 3600, "train": 48 * 3600, "export": 12 * 3600, "classify": 6 * 3600,
                    "evaluate": 24 * 3600}
 DEFAULT_TIMEOUT_S = 12 * 3600
-
-
-def updated_params(preset: str | None, overrides: list[str], path: Path = Path(PARAMS_FILE)) -> dict[str, Any]:
-    """params.yaml with the preset and `key=value` overrides applied, validated (nothing is written)."""
-    changes = ([f"preset={preset}"] if preset else []) + list(overrides)
-    return apply_overrides(read_params(path), changes)
-
-
-def write_params(preset: str | None, overrides: list[str], path: Path = Path(PARAMS_FILE)) -> PipelineConfig:
-    """Apply preset and overrides to params.yaml (atomically, keeping its header comment) and load the result."""
-    updated = updated_params(preset, overrides, path)
-    if updated != read_params(path):
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        header = "".join(takewhile(lambda line: line.startswith("#"), lines))
-        write_text(path, header + yaml.safe_dump(updated, sort_keys=False, default_flow_style=None))
-    return load_config(path)
 
 
 def _transient(task_, task_run, state) -> bool:
@@ -87,14 +69,11 @@ def check_clean() -> None:
 
 @task(name="register", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def register(cfg: PipelineConfig, parent_run_id: str) -> Registration | None:
-    """Register the SRI generator (idempotent per DVC output hash) and run the champion gate."""
-    result = register_generator(cfg, parent_run_id=parent_run_id)
-    logger = get_run_logger()
-    if result is None:
-        logger.info("no SRI model in this pipeline; nothing to register")
-    else:
-        logger.info(f"{result.name} v{result.version}: {'champion' if result.promoted else 'candidate'} ({result.reason})")
-    return result
+    """Register the SRI generator and its classifier as a pair (idempotent per file hash); returns the generator's."""
+    result = registration_step.run(cfg, parent_run_id=parent_run_id)
+    for line in result.lines():
+        get_run_logger().info(line)
+    return result.generator
 
 
 def _run_link(tracking_uri: str, run: mlflow.ActiveRun) -> str:
@@ -154,9 +133,8 @@ def run_from_cli(preset: str | None = None, overrides: list[str] | None = None, 
     overrides = list(overrides or [])
     updated_params(preset, overrides)
     connect()
-    # Prefect's temporary local server would try to send usage telemetry (and log lock errors doing so).
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    state = pipeline(preset=preset, overrides=overrides, lock_wait_s=lock_wait_s, return_state=True)
+    with prefect_api():  # PREFECT_API_URL, or a temporary server that ends with this process (flows/server.py)
+        state = pipeline(preset=preset, overrides=overrides, lock_wait_s=lock_wait_s, return_state=True)
     if state.is_completed():
         result = state.result()
         print(f"shortrun: pipeline done; MLflow run {result['mlflow_run_id']}; "

@@ -5,6 +5,7 @@ a flow run leaves the workspace exactly as `dvc repro` would.
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import signal
@@ -15,10 +16,10 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Mapping
 
-from shortrun.errors import ShortrunError
+from shortrun.errors import ERROR_PREFIX, ShortrunError
 
 # dvc.yaml's stages in DAG order; a stage not named here runs after these.
-STAGE_ORDER = ("prepare", "train", "export", "classify", "evaluate")
+STAGE_ORDER = ("prepare", "train", "export", "classify", "evaluate", "headline")
 Log = Callable[[str], None]
 
 
@@ -95,9 +96,21 @@ class _Output:
     def transient(self) -> bool:
         return any(marker in line for line in self.tail for marker in TRANSIENT_MARKERS)
 
+    def own_error(self) -> str | None:
+        """The stage command's own one-line error (what `shortrun stage` printed), if it printed one."""
+        own = [line[len(ERROR_PREFIX):] for line in self.tail if line.startswith(ERROR_PREFIX)]
+        return own[-1] if own else None
+
     def error_line(self) -> str:
         errors = [line for line in self.tail if "ERROR" in line]
         return (errors or list(self.tail) or ["no output"])[-1]
+
+    def failure(self, target: str, returncode: int) -> str:
+        """One line for a failed `dvc repro`: the stage's own error, else DVC's (a lock, a missing input, a signal)."""
+        own = self.own_error()
+        if own is not None:
+            return f"stage {target}: {own}"
+        return f"stage {target}: dvc repro exited with {returncode}: {self.error_line()}"
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -128,7 +141,9 @@ def repro(target: str, log: Log, timeout_s: float, extra_env: Mapping[str, str] 
                 output.feed(line)
                 log(line)
 
-    reader = threading.Thread(target=pump, daemon=True)
+    # The reader logs in the caller's context: a Prefect run logger needs the flow's settings (its API URL);
+    # a bare thread would see Prefect's import-time settings and start a temporary server of its own.
+    reader = threading.Thread(target=contextvars.copy_context().run, args=(pump,), daemon=True)
     reader.start()
     try:
         proc.wait(timeout=timeout_s)
@@ -139,6 +154,5 @@ def repro(target: str, log: Log, timeout_s: float, extra_env: Mapping[str, str] 
             _kill(proc)
         reader.join(timeout=5)
     if proc.returncode:
-        raise StageFailed(f"stage {target}: dvc repro exited with {proc.returncode}: {output.error_line()}",
-                          transient=output.transient())
+        raise StageFailed(output.failure(target, proc.returncode), transient=output.transient())
     return output.outcome

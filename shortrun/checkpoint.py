@@ -2,7 +2,9 @@
 
 A model folder (models/<kind>/) holds checkpoint.pt (tensors and plain Python values only, so it is
 read with `torch.load(weights_only=True)` and never runs code from the file), model_config.json
-(kind, vocab_size, model and langevin config) and vocab.txt, so it can be used without the data.
+(kind, vocab_size, model and langevin config: the chain the model was trained with, including the step
+sizes learned under langevin.learn_steps) and vocab.txt, so it can be used without the data. A trainer's
+checkpoint also holds the step-size learner's state, so a resumed run continues learning them.
 Files are written to a temporary sibling and renamed: a crash mid-write keeps the last good one.
 """
 from __future__ import annotations

@@ -4,12 +4,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
+import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 
-from shortrun.errors import ShortrunError
+from shortrun.errors import ERROR_PREFIX, ShortrunError
 
-STAGES = ("prepare", "train", "export", "classify", "evaluate")
+STAGES = ("prepare", "train", "export", "classify", "evaluate", "headline")
+TRACKED_STAGES = ("prepare", "train", "export", "classify", "evaluate")  # the ones that log to MLflow
+WORKSPACE_COMMANDS = ("run", "stage")  # the ones whose unforeseen errors are one line, tracebacks in a log file
+# Full logs and tracebacks of workspace commands go here; the console gets one line per problem.
+LOG_DIR = Path(".shortrun") / "logs"
+# Set by `--verbose` and inherited by the stage commands DVC starts: tracebacks on the console too.
+VERBOSE_ENV = "SHORTRUN_VERBOSE"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -19,14 +30,36 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="override a param, e.g. --set train.epochs=3 (repeatable); written to params.yaml")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="if another pipeline run holds this workspace, wait this long for it (default: skip at once)")
+    _add_verbose(p)
     p.set_defaults(handler=_run)
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the pipeline flow on a cron schedule (needs `prefect server start`)")
-    p.add_argument("--cron", default="0 3 * * *", help="cron expression, default: daily at 03:00")
+    p = sub.add_parser("serve", help="serve the pipeline flow on a schedule (needs `prefect server start`)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--cron", help="cron expression (default: '0 3 * * *', daily at 03:00)")
+    when.add_argument("--interval", type=float, metavar="SECONDS",
+                      help="run every SECONDS instead, the first one SECONDS after starting")
     p.add_argument("--name", default="shortrun-scheduled", help="deployment name")
     p.set_defaults(handler=_serve)
+
+
+def _add_params(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("params", help="write params.yaml in full: a preset's values, overrides and the data root")
+    p.add_argument("--preset", help="start from this preset's values (tiny, yelp, ptb, ...); default: the file's own")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--data-root", help="folder holding the corpus folders (default: $SHORTRUN_DATA, else the file's own)")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.set_defaults(handler=_params)
+
+
+def _params(args: argparse.Namespace) -> int:
+    from shortrun.params import write_params
+
+    cfg = write_params(args.preset, args.overrides, Path(args.params), args.data_root)
+    print(f"shortrun: {args.params}: preset {cfg.preset}, corpora under {cfg.data.root}")
+    return 0
 
 
 def _add_stage(sub: argparse._SubParsersAction) -> None:
@@ -35,12 +68,40 @@ def _add_stage(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model kind for train/export: sri, vae or lm")
     p.add_argument("--resume", action="store_true", help="train: continue from the last checkpoint")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    _add_verbose(p)
     p.set_defaults(handler=_stage)
+
+
+def _add_register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("register", help="register the workspace's SRI generator and classifier (the flow's last step; "
+                                        "after `dvc repro`, with `dvc status` clean)")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.set_defaults(handler=_register)
+
+
+def _register(args: argparse.Namespace) -> int:
+    from flows.stages import dvc_status
+    from shortrun.params import load_config
+    from tasks import register
+
+    cfg = load_config(Path(args.params))
+    stale = sorted(dvc_status())
+    if stale:  # the generator, its latents and the classifier must come from one consistent run
+        raise ShortrunError(f"register: dvc status is not clean ({', '.join(stale)}); run `dvc repro` first")
+    for line in register.run(cfg).lines():
+        print(f"shortrun: {line}")
+    return 0
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help=f"show tracebacks on the console (default: one line per error, tracebacks in {LOG_DIR}/)")
 
 
 def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     enc = sub.add_parser("encode", help="encode sentences to latent vectors with a registered generator")
-    enc.add_argument("--model", required=True, help="model URI, e.g. models:/shortrun-generator@champion")
+    enc.add_argument("--model", required=True,
+                     help="model URI, e.g. models:/shortrun-generator-short_yelp@champion (one per data.corpus)")
     enc.add_argument("sentences", nargs="+", help="sentences (whitespace-tokenized)")
     enc.set_defaults(handler=_serving("encode"))
 
@@ -67,12 +128,37 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from flows.schedule import serve
 
-    return serve(cron=args.cron, name=args.name)
+    return serve(cron=args.cron, name=args.name, interval_s=args.interval)
+
+
+def _check_tracking_server() -> None:
+    """An MLflow server that cannot be connected to fails a stage here, in a second, not after the stage's
+    imports (mlflow, torch: many seconds on a busy machine). Any HTTP answer passes: whether the store is
+    usable is for shortrun.tracking.connect to say once mlflow is loaded."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith(("http://", "https://")):
+        return
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+    except urllib.error.HTTPError:
+        return
+    except OSError as err:  # refused, unresolvable, timed out (URLError is an OSError)
+        reason = getattr(err, "reason", err)
+        if isinstance(reason, ssl.SSLError):  # it answered; TLS settings (MLFLOW_TRACKING_INSECURE_TLS ...) are mlflow's
+            return
+        raise ShortrunError(f"MLflow tracking store {uri} is unreachable ({reason}); start the server or set "
+                            "MLFLOW_TRACKING_URI") from None
 
 
 def _stage(args: argparse.Namespace) -> int:
     from shortrun.params import load_config
 
+    if args.name in TRACKED_STAGES:
+        _check_tracking_server()
     cfg = load_config(Path(args.params))
     module = importlib.import_module(f"tasks.{args.name}")
     kwargs = {}
@@ -86,8 +172,23 @@ def _stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_model_command(command: str, args: argparse.Namespace) -> None:
+    """Arguments a model command cannot use fail here, in one line, before any model is loaded."""
+    from shortrun.data.tokenize import tokenize
+
+    if command == "generate" and args.num < 1:
+        raise ShortrunError(f"generate: -n/--num must be at least 1, got {args.num}")
+    if command == "interpolate" and args.steps < 2:
+        raise ShortrunError(f"interpolate: --steps must be at least 2, got {args.steps}")
+    sentences = args.sentences if command == "encode" else [args.start, args.end] if command == "interpolate" else []
+    for number, sentence in enumerate(sentences, 1):
+        if not tokenize(sentence):
+            raise ShortrunError(f"{command}: sentence {number} is empty; expected at least one word")
+
+
 def _serving(command: str):
     def handler(args: argparse.Namespace) -> int:
+        _check_model_command(command, args)
         from shortrun import serving
 
         return getattr(serving, f"{command}_command")(args)
@@ -103,24 +204,86 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_serve(sub)
+    _add_params(sub)
     _add_stage(sub)
+    _add_register(sub)
     _add_model_commands(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+class _OneLineFormatter(logging.Formatter):
+    """Console log lines without tracebacks: the error's own line says what happened, the log file keeps the rest."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _log_file(name: str) -> Path:
+    """A new log file under LOG_DIR, one per command started (time and process id in its name)."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    return LOG_DIR / f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}.log"
+
+
+def _setup_logging(args: argparse.Namespace, verbose: bool) -> Path | None:
+    """Console logging (tracebacks only when verbose); `shortrun run` also logs everything to a file. Returns it."""
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter(LOG_FORMAT) if verbose else _OneLineFormatter(LOG_FORMAT))
+    handlers: list[logging.Handler] = [console]
+    log_file = _log_file("run") if args.command == "run" else None
+    if log_file is not None:
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(logging.Formatter(LOG_FORMAT))
+        handlers.append(to_file)
+    logging.basicConfig(level=logging.WARNING, handlers=handlers)
     for ours in ("shortrun", "tasks"):  # our progress lines, without the libraries' INFO chatter
         logging.getLogger(ours).setLevel(logging.INFO)
+    return log_file
+
+
+def _unexpected(err: Exception, args: argparse.Namespace, log_file: Path | None) -> str:
+    """One line for an error no check foresaw (a bug, a library's failure); its traceback goes to a log file."""
+    log_file = log_file or _log_file(f"{args.command}-{args.name}")
+    with log_file.open("a", encoding="utf-8") as out:
+        out.write("".join(traceback.format_exception(err)))
+    first = (str(err).strip().splitlines() or [""])[0][:300]
+    return f"{type(err).__name__}: {first} (traceback in {log_file})"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (the flow's time limit, `kill`) stops a stage as Ctrl-C does, so its `finally` blocks run:
+    temporary output folders are removed and training saves a checkpoint, instead of dying mid-write."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "stage":
+        signal.signal(signal.SIGTERM, _interrupt)
+    verbose = getattr(args, "verbose", False) or os.environ.get(VERBOSE_ENV) == "1"
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # the stages DVC starts for `shortrun run --verbose` show theirs too
+    log_file = _setup_logging(args, verbose)
     try:
         return args.handler(args)
     except ShortrunError as err:
-        print(f"shortrun: error: {err}", file=sys.stderr)
-        return 2
+        message = str(err)
+        code = 2
     except KeyboardInterrupt:
         print("shortrun: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if verbose or args.command not in WORKSPACE_COMMANDS:  # model commands show a bug's traceback as Python does
+            raise
+        message, code = _unexpected(err, args, log_file), 1
+    if log_file is not None:
+        print(f"shortrun: the full log is in {log_file}", file=sys.stderr)
+    print(f"{ERROR_PREFIX}{message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

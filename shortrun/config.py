@@ -6,6 +6,7 @@ wrong key or a value of the wrong type fails early with the key's dotted name.
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
@@ -23,9 +24,14 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Where a corpus comes from and how it is turned into prepared splits."""
 
-    corpus: str = Field(description="short name used in reports, e.g. short_yelp or ptb")
+    root: Optional[str] = Field(
+        None, description="folder holding the corpus folders (short_yelp/, ptb/); relative to the workspace. DVC hashes "
+                          "<root>/<corpus>/, so `shortrun params` writes it; None (a hand-written params file) finds "
+                          "it as shortrun.params.data_root does"
+    )
+    corpus: str = Field(description="short name used in reports, e.g. short_yelp or ptb; also the corpus's folder under root")
     hub_id: Optional[str] = Field(None, description="Hugging Face hub dataset id; used instead of local files when set")
-    train_file: str = Field(description="path relative to the data root (or absolute)")
+    train_file: str = Field(description="path under the root, inside the corpus folder (e.g. short_yelp/train.txt)")
     valid_file: str
     test_file: str
     labeled: bool = Field(False, description="lines are LABEL<TAB>sentence")
@@ -74,12 +80,59 @@ class LangevinConfig(Section):
     )
     temperature: float = Field(0.2, ge=0.0, description="noise temperature T used outside training")
     noise: bool = Field(True, description="False runs the noise-free (gradient descent) chain")
+    chain_dropout: bool = Field(
+        False, description="SRI training: dropout stays on in the chain of a training step, a fresh mask per step (the "
+                           "authors' code); chains of a model in eval mode (validation, evaluation, export) never use it"
+    )
+    learned_sizes: Optional[list[float]] = Field(
+        None, description="K per-step sizes that replace the schedule; SRI training with learn_steps writes the "
+                          "learned ones into the model's model_config.json (see shortrun.step_learning)"
+    )
+    learn_steps: bool = Field(
+        False, description="SRI training: learn the K step sizes (from the schedule) by maximising the short-run "
+                           "chain's ELBO; export, evaluation and serving then use the learned chain"
+    )
+    learn_steps_lr: float = Field(0.05, gt=0.0, description="Adam learning rate of the log step sizes (about the "
+                                                            "most a log size moves per update)")
+    learn_steps_every: PositiveInt = Field(50, description="one step-size update every N training batches")
+    learn_steps_sentences: PositiveInt = Field(
+        2, description="sentences of the batch (one chain each) per update; an update costs about 3 latent_dim "
+                       "times a training chain on them (the chain's Jacobian, differentiated)"
+    )
+
+    @model_validator(mode="after")
+    def _sizes_fit_the_chain(self) -> "LangevinConfig":
+        sizes = self.learned_sizes
+        if sizes is not None and len(sizes) != self.steps:
+            raise ValueError(f"langevin.learned_sizes: {len(sizes)} sizes for a chain of {self.steps} steps")
+        if sizes is not None and not all(0.0 < s < math.inf for s in sizes):
+            raise ValueError(f"langevin.learned_sizes: every size must be positive and finite, got {sizes}")
+        return self
+
+    def inherit_sizes(self, trained: "LangevinConfig") -> "LangevinConfig":
+        """This chain with the step sizes a model learned in training (`trained`, its model_config.json chain)
+        when it runs that chain (same K and schedule settings) and sets no sizes of its own; else unchanged.
+
+        So an export or evaluation chain that only changes e.g. the temperature or the noise uses the
+        learned sizes, and one with its own schedule or K (the presets' feature chains) keeps its own.
+        """
+        schedule = ("steps", "schedule", "step_size", "final_step_size")
+        if self.learned_sizes is not None or trained.learned_sizes is None:
+            return self
+        if any(getattr(self, key) != getattr(trained, key) for key in schedule):
+            return self
+        return self.model_copy(update={"learned_sizes": list(trained.learned_sizes)})
 
 
 class TrainConfig(Section):
     """Optimisation settings shared by every model kind."""
 
     models: list[ModelKind] = Field(default_factory=lambda: ["sri", "vae", "lm"])
+    chain_gradients: Literal["endpoint", "chain"] = Field(
+        "endpoint", description="SRI update: endpoint = the gradient of the batch-mean NLL(x|z_K) (the paper's text); "
+                                "chain = that plus the parameter gradients of the batch-summed NLL(x|z_k) at every chain "
+                                "step k = 0 .. K-1 (the authors' code; see shortrun.objectives)"
+    )
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
     lr: float = Field(1e-3, gt=0.0)
@@ -99,6 +152,10 @@ class TrainConfig(Section):
     valid_sentences: Optional[PositiveInt] = Field(
         None, description="first N validation sentences for the per-epoch validation (SRI runs two chains per sentence); None uses all"
     )
+    health_samples: int = Field(
+        200, ge=0, description="latent models: sentences decoded greedily from z ~ N(0, I) after each epoch for the "
+                               "prior-sample health metrics (share at the maximum length, distinct n-grams); 0 skips them"
+    )
 
 
 class EvaluateConfig(Section):
@@ -116,8 +173,23 @@ class EvaluateConfig(Section):
     proposal_chains: int = Field(4, ge=2, description="short-run chains per sentence to fit the cheap proposal")
     k_values: list[PositiveInt] = Field(default_factory=lambda: [5, 10, 20, 40], description="K for the NLL-vs-K plot")
     k_sentences: Optional[PositiveInt] = Field(50, description="first N test sentences for the NLL-vs-K sweep")
+    ais_sentences: Optional[PositiveInt] = Field(
+        100, description="first N test sentences for annealed importance sampling, the reported estimate of latent models"
+    )
+    ais_steps: PositiveInt = Field(100, description="AIS: intermediate distributions from the prior to the posterior")
+    ais_chains: int = Field(4, ge=2, description="AIS: independent chains per sentence (their spread gives the error)")
+    ais_leapfrog: PositiveInt = Field(1, description="AIS: leapfrog steps per HMC transition")
+    ais_step_size: float = Field(0.1, gt=0.0, description="AIS: first HMC step size, then adapted per sentence")
+    ais_schedule: Literal["sigmoid", "linear"] = Field("sigmoid", description="AIS: spacing of the betas")
+    bdmc_sentences: int = Field(
+        10, ge=0, description="sentences simulated from each latent model for BDMC, the check of AIS's tightness; 0 skips it"
+    )
     batch_size: PositiveInt = 64
     num_prior_samples: PositiveInt = 10
+    health_samples: PositiveInt = Field(
+        200, description="latent models: prior samples (greedy from z ~ N(0, I)) for the share at the maximum length "
+                         "and distinct n-grams"
+    )
     num_reconstructions: PositiveInt = 10
     num_interpolations: PositiveInt = 3
     interpolation_steps: PositiveInt = 5
@@ -133,7 +205,8 @@ class ExportConfig(Section):
     seed: int = 0
     langevin: Optional[LangevinConfig] = Field(
         None, description="short-run settings for features only (e.g. more steps, no noise); keys not set here "
-                          "take the top-level langevin section's values (see PipelineConfig.export_langevin)"
+                          "take the top-level langevin section's values (see PipelineConfig.export_langevin); a model's "
+                          "learned step sizes carry over unless this sets its own K or schedule (LangevinConfig.inherit_sizes)"
     )
 
 
@@ -147,12 +220,22 @@ class ClassifyConfig(Section):
     gmm_components: Optional[PositiveInt] = Field(None, description="None uses the number of labels")
 
 
-class RegistryConfig(Section):
-    """Model Registry names and the promotion gate."""
+class HeldOutConfig(Section):
+    """The generator's promotion gate: importance-sampled NLL of the first validation sentences."""
 
-    generator_name: str = "shortrun-generator"
-    classifier_name: str = "shortrun-classifier"
-    gate_metric: str = Field("valid_nll", description="lower is better; the champion moves only on improvement")
+    sentences: PositiveInt = Field(100, description="first N validation sentences; versions scored on other ones never compete")
+    importance_samples: int = Field(16, ge=2, description="importance samples per sentence (Laplace proposal)")
+    proposal_chains: int = Field(4, ge=2, description="short-run chains per sentence that centre the proposal")
+    batch_size: PositiveInt = 50
+    seed: int = 0
+
+
+class RegistryConfig(Section):
+    """Model Registry names (the corpus is appended: one champion per corpus) and the promotion gate."""
+
+    generator_name: str = Field("shortrun-generator", description="registered as <generator_name>-<data.corpus>")
+    classifier_name: str = Field("shortrun-classifier", description="registered as <classifier_name>-<data.corpus>")
+    heldout: HeldOutConfig = Field(default_factory=HeldOutConfig)
 
 
 class PipelineConfig(Section):

@@ -1,5 +1,8 @@
 """Errors users see as one line: what went wrong, where, and what was expected."""
 
+# How the CLI prints an error; the flow finds a failed stage's own message in DVC's output by it.
+ERROR_PREFIX = "shortrun: error: "
+
 
 class ShortrunError(Exception):
     """Base of every error the CLI reports without a traceback."""

@@ -22,9 +22,20 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, target)
+
+
+def replace_dir(source: str | Path, target: str | Path) -> None:
+    """Move the finished folder `source` to `target`, replacing the old one whole (no stale file survives).
+
+    Both must be on one filesystem (e.g. in one workspace); only a crash between the two calls leaves no
+    `target`, never a mixed one.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         shutil.rmtree(target)
-    os.replace(tmp, target)
+    os.replace(source, target)
 
 
 @contextmanager

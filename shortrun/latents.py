@@ -26,7 +26,7 @@ from tqdm import tqdm
 from shortrun.config import LangevinConfig
 from shortrun.data.batching import Batch, make_batches
 from shortrun.errors import DataError, TrainingError
-from shortrun.inference import short_run
+from shortrun.inference import MAX_NORM_PER_SQRT_DIM, short_run
 from shortrun.model import VAE, Generator
 
 
@@ -40,6 +40,25 @@ class LatentTable:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+def latents_problem(table: LatentTable) -> str | None:
+    """Why no downstream step should use these latents, or None: rows with NaN/Inf, or with a runaway |z|.
+
+    The bound is the chain's own (shortrun.inference.MAX_NORM_PER_SQRT_DIM * sqrt(d)): the prior N(0, I)
+    has no mass there, so such values come only from a diverged chain or a broken model, never from data.
+    """
+    z = table.z.astype(np.float64)
+    bad = ~np.isfinite(z).all(axis=1)
+    if bad.any():
+        return f"latents contain NaN/Inf ({int(bad.sum())} rows, first at sentence id {table.ids[bad][0]})"
+    norms = np.linalg.norm(z, axis=1)
+    bound = MAX_NORM_PER_SQRT_DIM * np.sqrt(z.shape[1])
+    bad = norms > bound
+    if bad.any():
+        return (f"latents have run away ({int(bad.sum())} rows beyond |z| = {bound:.3g}, where the prior N(0, I) has "
+                f"no mass; largest {norms.max():.3g}; first at sentence id {table.ids[bad][0]})")
+    return None
 
 
 def default_device() -> torch.device:
@@ -88,9 +107,9 @@ def encode_dataset(
     table = LatentTable(
         ids=torch.cat(ids)[order].numpy(), labels=torch.cat(labels)[order].numpy(), z=torch.cat(zs)[order].numpy()
     )
-    bad = ~np.isfinite(table.z).all(axis=1)
-    if bad.any():
-        raise TrainingError(f"{desc}: the model gave NaN/Inf latents (first at sentence id {table.ids[bad][0]})")
+    problem = latents_problem(table)
+    if problem:
+        raise TrainingError(f"{desc}: {problem}")
     return table
 
 
@@ -145,8 +164,8 @@ def read_latents(path: str | Path) -> LatentTable:
         raise DataError(f"{path}: column z holds null vectors or vectors of different lengths")
     dim = int(lengths[0]) if len(lengths) else 0
     z = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(lengths), dim)
-    ids = arrow.column("id").to_numpy()
-    bad = ~np.isfinite(z).all(axis=1)
-    if bad.any():
-        raise DataError(f"{path}: latents contain NaN/Inf ({int(bad.sum())} rows, first at sentence id {ids[bad][0]})")
-    return LatentTable(ids=ids, labels=arrow.column("label").to_numpy(), z=z)
+    table = LatentTable(ids=arrow.column("id").to_numpy(), labels=arrow.column("label").to_numpy(), z=z)
+    problem = latents_problem(table)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    return table

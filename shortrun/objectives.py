@@ -5,7 +5,21 @@ a sentence's tokens and averaged over the sentences of the batch (the per-senten
 the paper maximises; longer sentences weigh more, as they do in the data's likelihood).
 
 - sri: z inferred by short-run Langevin dynamics from the prior (no gradient through the chain),
-  then NLL(x|z_K). Validation: NLL(x|z_K) on the validation set at short-run inferred z.
+  then NLL(x|z_K). Validation: NLL(x|z_K) on the validation set at short-run inferred z. Two
+  training rules (train.chain_gradients), with z_0 ~ N(0, I), z_1 .. z_K the chain, all held fixed:
+  - endpoint (the paper's text): the update follows grad_theta of (1/B) sum_b NLL(x_b|z_K,b), a Monte
+    Carlo estimate of the log-likelihood's gradient E_{p(z|x)}[grad log p(x|z)] with the short-run
+    posterior standing in for p(z|x); the decoder learns to explain x from where the chain ends.
+  - chain (the authors' bpucla/sri_text train_sri.py, whose infer_z calls nll.backward() at every
+    step with nothing clearing the parameter gradients before the optimizer step): the update follows
+    grad_theta of (1/B) sum_b NLL(x_b|z_K,b) + sum_{k=0}^{K-1} sum_b NLL(x_b|z_k,b). The chain terms are
+    batch SUMS, as in that code, so they outweigh the end point about K * B to 1 (B = 32, K = 20: 640)
+    and the update is in effect the gradient of sum_k NLL(x|z_k): the decoder learns to explain each
+    sentence from every point of its chain, from the prior draw z_0 on, which can pull the short-run
+    posterior towards the prior and close holes in it (the shortrun.monitor diagnostics measure both).
+    Clipping (train.clip_grad) applies to the whole sum afterwards, so with Adam the overall scale
+    matters little and the mix of terms a lot.
+  langevin.chain_dropout (separate) keeps dropout on in the training chain, as that code does.
 - vae: reconstruction NLL + w * KL (w annealed 0 -> 1, optional free bits). Validation: the
   negative ELBO (valid_nll), split into valid_rec and valid_kl.
 - lm: exact NLL.
@@ -23,7 +37,8 @@ from shortrun.config import LangevinConfig, TrainConfig
 from shortrun.data.batching import Batch
 from shortrun.inference import short_run
 from shortrun.model import VAE, Generator, LanguageModel
-from shortrun.monitor import latent_metrics
+from shortrun.monitor import aggregate_posterior, latent_metrics
+from shortrun.step_learning import StepSizeLearner
 
 
 @dataclass
@@ -36,7 +51,11 @@ class StepContext:
 
 @dataclass
 class StepOutput:
-    """The loss to minimise and the summed per-sentence quantities to report."""
+    """The loss to minimise and the summed per-sentence quantities to report.
+
+    The update is the parameters' .grad after loss.backward(): the trainer zeroes .grad before
+    train_step, so gradients the objective accumulates itself (the chain rule's) are kept.
+    """
 
     loss: Tensor
     nll_sum: Tensor
@@ -58,11 +77,21 @@ def _nll_metrics(prefix: str, nll_sum: float, sentences: int, tokens: int) -> di
 class SRIObjective:
     """Short-run inference: Langevin-inferred z, then the generator's NLL."""
 
-    def __init__(self, langevin: LangevinConfig) -> None:
-        self.langevin = langevin
+    def __init__(self, langevin: LangevinConfig, chain_gradients: str = "endpoint") -> None:
+        self.chain_gradients = chain_gradients == "chain"
+        self.configured = langevin
+        self.step_learner = StepSizeLearner(langevin) if langevin.learn_steps else None
+
+    @property
+    def langevin(self) -> LangevinConfig:
+        """The chain of training and validation: the configured one, with the learned sizes under learn_steps."""
+        return self.step_learner.chain if self.step_learner is not None else self.configured
 
     def train_step(self, model: Generator, batch: Batch, ctx: StepContext) -> StepOutput:
-        z = short_run(model, batch.tokens, self.langevin, temperature=ctx.temperature).z
+        if self.step_learner is not None and self.step_learner.due(ctx.global_step):
+            self.step_learner.update(model, batch.tokens, ctx.temperature)
+        z = short_run(model, batch.tokens, self.langevin, temperature=ctx.temperature,
+                      param_grads=self.chain_gradients).z
         nll = model.sentence_nll(batch.tokens, z)
         return StepOutput(loss=nll.mean(), nll_sum=nll.detach().sum())
 
@@ -77,7 +106,7 @@ class SRIObjective:
         return short_run(model, batch.tokens, self.langevin, temperature=0.0, z0=z0).z
 
     def validate(self, model: Generator, batches: list[Batch], rng: torch.Generator) -> dict[str, float]:
-        nll_sum, tokens, z0_abs, zk_abs, grad_norm, zs = 0.0, 0, 0.0, 0.0, 0.0, []
+        nll_sum, tokens, z0_abs, zk_abs, grad_norm, zs, ends = 0.0, 0, 0.0, 0.0, 0.0, [], []
         for batch in batches:
             result = short_run(model, batch.tokens, self.langevin, generator_rng=rng)
             with torch.no_grad():
@@ -86,15 +115,18 @@ class SRIObjective:
             z0_abs += float(result.z0.abs().mean(dim=1).sum())
             zk_abs += float(result.z.abs().mean(dim=1).sum())
             grad_norm += float(result.grad_norms.mean()) * len(batch.lengths)
+            ends.append(result.z)
             zs.append(self.posterior_mode(model, batch))
         n = sum(len(b.lengths) for b in batches)
         metrics = _nll_metrics("valid", nll_sum, n, tokens)
         metrics.update(z0_abs_mean=z0_abs / n, zk_abs_mean=zk_abs / n, chain_grad_norm=grad_norm / n)
         metrics.update(latent_metrics(torch.cat(zs).cpu()))
+        metrics.update(aggregate_posterior(torch.cat(ends)))
         return metrics
 
     def epoch_metrics(self, ctx: StepContext) -> dict[str, float]:
-        return {"temperature": ctx.temperature}
+        learned = self.step_learner.epoch_metrics() if self.step_learner is not None else {}
+        return {"temperature": ctx.temperature, **learned}
 
 
 class VAEObjective:
@@ -119,9 +151,10 @@ class VAEObjective:
 
     @torch.no_grad()
     def validate(self, model: VAE, batches: list[Batch], rng: torch.Generator) -> dict[str, float]:
-        rec_sum, kl_sum, tokens, mus = 0.0, 0.0, 0, []
+        rec_sum, kl_sum, tokens, mus, variances = 0.0, 0.0, 0, [], []
         for batch in batches:
             rec, kl, mu = model(batch.tokens, batch.lengths, generator=rng)
+            variances.append(model.encode(batch.tokens, batch.lengths)[1].exp())
             rec_sum += float(rec.sum())
             kl_sum += float(kl.sum())
             tokens += int(batch.lengths.sum())
@@ -130,6 +163,7 @@ class VAEObjective:
         metrics = _nll_metrics("valid", rec_sum + kl_sum, n, tokens)
         metrics.update(valid_rec=rec_sum / n, valid_kl=kl_sum / n)
         metrics.update(latent_metrics(torch.cat(mus).cpu()))
+        metrics.update(aggregate_posterior(torch.cat(mus), torch.cat(variances)))
         return metrics
 
     def epoch_metrics(self, ctx: StepContext) -> dict[str, float]:
@@ -156,7 +190,7 @@ class LMObjective:
 def build_objective(kind: str, langevin: LangevinConfig, train: TrainConfig) -> Objective:
     """The objective of a model kind."""
     if kind == "sri":
-        return SRIObjective(langevin)
+        return SRIObjective(langevin, train.chain_gradients)
     if kind == "vae":
         return VAEObjective(train)
     return LMObjective()

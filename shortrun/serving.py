@@ -4,19 +4,25 @@
 (the mean of a few short-run chains, fixed seed, so the same input gives the same vectors).
 Generating and interpolating are methods of the underlying model, reachable through
 `loaded.unwrap_python_model()`; the `shortrun encode|generate|interpolate` commands wrap all three.
+`load_pair` loads a generator with a registered classifier of its latents, checked to belong together.
+`log_generator` and `log_classifier` package the models for the registry (`tasks/register.py`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import mlflow
+import mlflow.sklearn
 import numpy as np
 import torch
 from datasets import Dataset
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from shortrun.checkpoint import load_trained
 from shortrun.config import LangevinConfig
@@ -24,7 +30,13 @@ from shortrun.data.tokenize import tokenize
 from shortrun.errors import DataError, ShortrunError
 from shortrun.latents import default_device, encode_dataset
 from shortrun.model import latent_generator
+from shortrun.registry import check_pair, resolve
+from shortrun.tracking import connect
 
+SERVING_ENTRY = Path(__file__).parent / "serving_entry.py"
+# What a fresh environment needs to load the generator (the shortrun code itself travels with the model).
+GENERATOR_REQUIREMENTS = ("torch", "numpy", "pandas", "pyarrow", "datasets", "pydantic", "pyyaml", "tqdm", "mlflow")
+CLASSIFIER_REQUIREMENTS = ("scikit-learn", "numpy", "mlflow")
 DEFAULT_CHAINS = 5
 DEFAULT_MAX_LEN = 40
 ENCODE_BATCH = 64
@@ -35,7 +47,8 @@ class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Load the model folder logged as the `model_dir` artifact; `chains`, `seed` and the short-run
-        settings come from the model config (the export stage's), so served latents match exported ones."""
+        settings come from the model config (the export stage's; a model's learned step sizes carry over as in
+        export, see LangevinConfig.inherit_sizes), so served latents match exported ones."""
         self.trained = load_trained(Path(context.artifacts["model_dir"]), map_location=default_device())
         self.generator = latent_generator(self.trained.model)
         if self.generator is None:
@@ -43,7 +56,7 @@ class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
         config = context.model_config or {}
         self.chains, self.seed = int(config.get("chains", DEFAULT_CHAINS)), int(config.get("seed", 0))
         chain = config.get("langevin")
-        self.langevin = LangevinConfig(**chain) if chain else self.trained.langevin
+        self.langevin = LangevinConfig(**chain).inherit_sizes(self.trained.langevin) if chain else self.trained.langevin
 
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> np.ndarray:
         """Latents [n, latent_dim] (float32) of the sentences (a list, or a DataFrame's one column, e.g. `sentence`)."""
@@ -90,8 +103,6 @@ def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
     """The pyfunc model behind a URI (models:/name@alias, models:/name/3, runs:/..., or a local folder), checked
     to be a shortrun generator; a URI that cannot be loaded is one error line naming it."""
     if uri.startswith(("models:/", "runs:/")):
-        from shortrun.registry import connect
-
         connect()
     try:
         loaded = mlflow.pyfunc.load_model(uri)
@@ -110,6 +121,63 @@ def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
 def load_generator(uri: str) -> GeneratorPyfunc:
     """The generator object behind a model URI, for generate / interpolate."""
     return load_model(uri).unwrap_python_model()
+
+
+@dataclass
+class Pair:
+    """A generator and a classifier fit on its latents: sentences in, label ids (indices into data.labels) out."""
+
+    generator: mlflow.pyfunc.PyFuncModel
+    classifier: Any
+
+    def predict(self, sentences: Sequence[str]) -> np.ndarray:
+        return self.classifier.predict(self.generator.predict(list(sentences)))
+
+
+def load_pair(generator_uri: str, classifier_uri: str) -> Pair:
+    """A registered generator and classifier (models:/ URIs), refused in one line unless the classifier
+    was fit on the latents of exactly that generator version."""
+    connect()
+    client = MlflowClient()
+    generator, classifier = resolve(client, generator_uri), resolve(client, classifier_uri)
+    check_pair(generator, classifier)
+    # Load the resolved versions, not the aliases: an alias may move between the check and the load.
+    return Pair(load_model(f"models:/{generator.name}/{generator.version}"),
+                mlflow.sklearn.load_model(f"models:/{classifier.name}/{classifier.version}"))
+
+
+def _pinned(packages: Sequence[str]) -> list[str]:
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={metadata.version(package).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
+def log_generator(model_dir: Path, encoding: Mapping[str, Any], example: str) -> str:
+    """Log a model folder to the active run as this pyfunc model (code, weights, vocabulary); its model URI.
+
+    `encoding` (chains, seed, langevin) becomes the model config that `load_context` reads.
+    """
+    info = mlflow.pyfunc.log_model(
+        name="generator",
+        python_model=str(SERVING_ENTRY),
+        artifacts={"model_dir": str(model_dir)},
+        code_paths=[str(SERVING_ENTRY.parent)],
+        model_config=dict(encoding),
+        input_example=[example],
+        pip_requirements=_pinned(GENERATOR_REQUIREMENTS),
+    )
+    return info.model_uri
+
+
+def log_classifier(model: Any, example: np.ndarray) -> str:
+    """Log a fitted scikit-learn classifier to the active run; its model URI."""
+    info = mlflow.sklearn.log_model(model, name="classifier", input_example=example,
+                                    pip_requirements=_pinned(CLASSIFIER_REQUIREMENTS))
+    return info.model_uri
 
 
 def encode_command(args: argparse.Namespace) -> int:

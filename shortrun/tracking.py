@@ -12,12 +12,18 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import mlflow
+from mlflow.tracking import MlflowClient
 
 from shortrun.config import PipelineConfig
+from shortrun.errors import ShortrunError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT_ENV = "SHORTRUN_EXPERIMENT"
 PARENT_RUN_ENV = "SHORTRUN_PARENT_RUN_ID"
+
+
+class TrackingUnavailable(ShortrunError):
+    """The MLflow tracking store cannot be reached or opened."""
 
 
 def configure_tracking() -> str:
@@ -28,6 +34,37 @@ def configure_tracking() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(os.environ.get(EXPERIMENT_ENV, "shortrun"))
+    return uri
+
+
+@contextmanager
+def _fail_fast(timeout_s: float) -> Iterator[None]:
+    """HTTP requests to a tracking server without retries and with a short timeout (for the probe only)."""
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, timeout_s)))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def connect(timeout_s: float = 10.0) -> str:
+    """Configure tracking and check the store answers; an unreachable one is one error line naming its URI."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    try:
+        with _fail_fast(timeout_s):
+            uri = configure_tracking()
+            MlflowClient().search_experiments(max_results=1)
+    except Exception as err:  # any failure here means the store is unusable; the URI is what the user must fix
+        reason = (str(err).strip().splitlines() or [err.__class__.__name__])[0][:200]
+        raise TrackingUnavailable(
+            f"MLflow tracking store {uri} is unreachable ({reason}); start the server or set MLFLOW_TRACKING_URI"
+        ) from None
     return uri
 
 
@@ -56,9 +93,10 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def stage_run(stage: str, cfg: PipelineConfig, section_names: tuple[str, ...] = ()) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one stage, nested under the pipeline run when the flow started one.
 
-    Logs the preset, the git commit and the named config sections as params.
+    Logs the preset, the git commit and the named config sections as params. An unreachable tracking
+    server fails here within seconds, in one line, before the stage does any work.
     """
-    configure_tracking()
+    connect()
     parent = os.environ.get(PARENT_RUN_ENV)
     tags = {"stage": stage, "preset": cfg.preset, "git_commit": git_commit()}
     if parent:

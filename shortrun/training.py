@@ -6,6 +6,9 @@ train.seed; the batch order of an epoch depends only on (seed, epoch); validatio
 generator seeded with train.seed, so validation numbers are comparable across epochs. A checkpoint
 holds the RNG state and the position in the epoch, so a resumed run ends with the same weights as
 an uninterrupted one.
+
+After each epoch latent models also report how far their aggregate posterior is from the prior and
+the health of their prior samples (shortrun.monitor), beside the validation NLL.
 """
 from __future__ import annotations
 
@@ -25,12 +28,15 @@ from shortrun.config import LangevinConfig, ModelConfig, TrainConfig
 from shortrun.data.batching import Batch, make_batches
 from shortrun.errors import ConfigError, TrainingError
 from shortrun.inference import ChainDiverged
-from shortrun.model import build_model
-from shortrun.objectives import StepContext, StepOutput, build_objective
+from shortrun.model import build_model, latent_generator
+from shortrun.monitor import prior_health
+from shortrun.objectives import SRIObjective, StepContext, StepOutput, build_objective
+from shortrun.step_learning import StepSizesDiverged
 
 FORMAT = 1
-# params a resumed run may change: more epochs, which models the pipeline trains, where it runs
-FREE_ON_RESUME = {("train", "epochs"), ("train", "models"), ("train", "device")}
+# params a resumed run may change: more epochs, which models the pipeline trains, where it runs, how many
+# prior samples the per-epoch diagnostics decode
+FREE_ON_RESUME = {("train", "epochs"), ("train", "models"), ("train", "device"), ("train", "health_samples")}
 log = logging.getLogger("shortrun.training")
 EpochCallback = Callable[[dict[str, float]], None]
 BatchCallback = Callable[[int, int, float], None]
@@ -38,11 +44,13 @@ BatchCallback = Callable[[int, int, float], None]
 
 @dataclass
 class TrainOutcome:
-    """The trained model (eval mode), one metrics dict per epoch, and the wall time of this run."""
+    """The trained model (eval mode), one metrics dict per epoch, the wall time of this run, and the
+    short-run chain it was trained with (with the learned step sizes under langevin.learn_steps)."""
 
     model: nn.Module
     history: list[dict[str, float]]
     seconds: float
+    langevin: LangevinConfig
 
     @property
     def best_valid_nll(self) -> float:
@@ -143,8 +151,9 @@ class Trainer:
         on_epoch: Optional[EpochCallback] = None,
         on_batch: Optional[BatchCallback] = None,
         progress: bool = True,
+        max_len: int = 100,
     ) -> None:
-        self.kind, self.vocab_size, self.train_cfg = kind, vocab_size, train
+        self.kind, self.vocab_size, self.train_cfg, self.max_len = kind, vocab_size, train, max_len
         self.config = _plain_config(model_cfg, langevin, train)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.on_epoch, self.on_batch, self.progress = on_epoch, on_batch, progress
@@ -153,6 +162,8 @@ class Trainer:
         self.model = build_model(kind, vocab_size, model_cfg).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr)
         self.objective = build_objective(kind, langevin, train)
+        self.step_learner = self.objective.step_learner if isinstance(self.objective, SRIObjective) else None
+        self.langevin = langevin
         self.state = _Progress()
         self.rng = _rng_state(self.device)
 
@@ -164,6 +175,8 @@ class Trainer:
         _check_resumable(self.checkpoint_path, saved, self.kind, self.vocab_size, self.config)
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        if self.step_learner is not None:
+            self.step_learner.load_state_dict(saved["step_learner"])
         self.state = _Progress(**saved["progress"])
         self.rng = {k: (v.cpu() if k == "cpu" else [t.cpu() for t in v]) for k, v in saved["rng"].items()}
         _set_rng_state(self.rng, self.device)
@@ -179,6 +192,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": self.rng,
             "progress": {"epoch": progress.epoch, "batch": progress.batch, "global_step": progress.global_step,
                          "sums": dict(progress.sums), "history": [dict(row) for row in progress.history]},
+            **({"step_learner": self.step_learner.state_dict()} if self.step_learner is not None else {}),
         })
 
     def run(self, train_set: Any, valid_set: Any) -> TrainOutcome:
@@ -199,7 +213,9 @@ class Trainer:
                         self.state.epoch + 1, self.state.batch)
             raise
         self.model.eval()
-        return TrainOutcome(model=self.model, history=list(self.state.history), seconds=time.perf_counter() - started)
+        chain = self.step_learner.chain if self.step_learner is not None else self.langevin
+        return TrainOutcome(model=self.model, history=list(self.state.history), seconds=time.perf_counter() - started,
+                            langevin=chain)
 
     def _train_epoch(self, train_set: Any, epoch: int) -> None:
         state = self.state
@@ -220,14 +236,14 @@ class Trainer:
 
     def step(self, batch: Batch, ctx: StepContext, where: str = "") -> tuple[StepOutput, float]:
         """One optimizer step on `batch` (in train mode); non-finite values raise TrainingError naming `where`."""
+        self.optimizer.zero_grad(set_to_none=True)  # before the objective: it may accumulate gradients itself
         try:
             out = self.objective.train_step(self.model, batch, ctx)
-        except ChainDiverged as err:
+        except (ChainDiverged, StepSizesDiverged) as err:
             raise TrainingError(f"{where}: {err}") from None
         loss = float(out.loss.detach())
         if not math.isfinite(loss):
             raise TrainingError(f"{where}: the loss is {loss}; lower train.lr (or langevin.step_size)")
-        self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.clip_grad))
         if not math.isfinite(norm):
@@ -252,7 +268,13 @@ class Trainer:
         rng = torch.Generator(device=self.device).manual_seed(self.train_cfg.seed)
         metrics: dict[str, float] = {"epoch": epoch + 1}
         metrics.update(self._train_metrics(sums))
-        metrics.update(self.objective.validate(self.model, valid_batches, rng))
+        try:
+            metrics.update(self.objective.validate(self.model, valid_batches, rng))
+        except ChainDiverged as err:
+            raise TrainingError(f"epoch {epoch + 1}, validation: {err}") from None
+        generator = latent_generator(self.model)
+        if generator is not None and self.train_cfg.health_samples:
+            metrics.update(prior_health(generator, self.train_cfg.health_samples, self.max_len, rng))
         metrics.update(self.objective.epoch_metrics(
             StepContext(temperature=epoch_temperature(self.train_cfg, epoch), global_step=self.state.global_step)))
         self.state.history.append(metrics)
@@ -293,13 +315,16 @@ def train_model(
     on_epoch: Optional[EpochCallback] = None,
     on_batch: Optional[BatchCallback] = None,
     progress: bool = True,
+    max_len: int = 100,
 ) -> TrainOutcome:
     """Train `kind` (sri, vae, lm) from scratch, or continue from `checkpoint_path` with `resume`.
 
     on_epoch(metrics) is called once per epoch in order (restored epochs of a resumed run first);
-    on_batch(epoch, batches_done, loss) after every optimizer step.
+    on_batch(epoch, batches_done, loss) after every optimizer step. max_len: decoding limit of the
+    per-epoch prior samples (train.health_samples); the train stage passes data.max_len.
     """
-    trainer = Trainer(kind, vocab_size, model_cfg, langevin, train, checkpoint_path, on_epoch, on_batch, progress)
+    trainer = Trainer(kind, vocab_size, model_cfg, langevin, train, checkpoint_path, on_epoch, on_batch, progress,
+                      max_len)
     if resume:
         trainer.resume()
     return trainer.run(train_set, valid_set)

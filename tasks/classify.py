@@ -2,12 +2,11 @@
 
 Reads latents/<kind>/ (shortrun.latents format). Writes classifiers/<kind>/<budget>.joblib (the seed-0
 classifier) and classifiers/summary.json, metrics/classify.json, plots/classify/accuracy.{csv,png} and
-reports/classify.md; logs them to MLflow and registers each model's largest-budget classifier.
-An unlabeled corpus is skipped: the same files are written, saying why.
+reports/classify.md and logs them to MLflow (the registration step, tasks/register.py, registers the SRI
+classifier together with its generator). An unlabeled corpus is skipped: the same files are written, saying why.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import textwrap
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from shortrun.errors import DataError
 from shortrun.io import atomic_dir, atomic_file, write_json, write_text
 from shortrun.latents import read_latents
 from shortrun.paths import METRICS, PLOTS, REPORTS, latents_dir
-from shortrun.registry import register_sklearn
 from shortrun.tracking import log_json_metrics, stage_run
 
 log = logging.getLogger(__name__)
@@ -47,7 +45,6 @@ class ModelResult:
     budgets: list[BudgetResult]
     gmm_accuracy: float
     gmm_components: int
-    example: np.ndarray  # a few validation latents: the input example logged with the classifier
 
 
 def skip_reason(cfg: PipelineConfig) -> str | None:
@@ -89,7 +86,7 @@ def classify_model(cfg: PipelineConfig, kind: str) -> ModelResult:
         )
     components = cfg.classify.gmm_components or len(np.unique(test.labels))
     train_z = read_latents(folder / "train.parquet").z
-    return ModelResult(kind, budgets, gmm_accuracy(train_z, test, components, GMM_SEED), components, valid.z[:5])
+    return ModelResult(kind, budgets, gmm_accuracy(train_z, test, components, GMM_SEED), components)
 
 
 def metrics_of(results: list[ModelResult], classifier: str) -> dict:
@@ -187,27 +184,6 @@ def log_outputs() -> None:
         mlflow.log_artifact(str(path), artifact_path="classify")
 
 
-def register_classifiers(results: list[ModelResult], cfg: PipelineConfig) -> None:
-    """Log each model's seed-0 classifier of the largest budget and register it (alias `candidate`).
-
-    The gate compares validation accuracy; the saved file's md5 makes an unchanged classifier reuse its version.
-    """
-    for r in results:
-        largest = max(r.budgets, key=lambda b: b.budget)
-        fit = largest.fits[0]
-        saved = CLASSIFIERS / r.kind / f"{largest.budget}.joblib"
-        registration = register_sklearn(
-            fit.model,
-            f"{cfg.registry.classifier_name}-{r.kind}",
-            "valid_accuracy",
-            fit.valid_accuracy,
-            input_example=r.example,
-            tags={"kind": r.kind, "labels": str(largest.budget), "classifier": cfg.classify.classifier, "preset": cfg.preset},
-            source_md5=hashlib.md5(saved.read_bytes()).hexdigest(),
-        )
-        log.info("registered %s v%s: %s", registration.name, registration.version, registration.reason)
-
-
 def run(cfg: PipelineConfig) -> None:
     """Classify the latents of every exported model, or record why there is nothing to classify.
 
@@ -231,4 +207,3 @@ def run(cfg: PipelineConfig) -> None:
         write_text(REPORT, report_of(results, cfg))
         log_json_metrics(METRICS_FILE)
         log_outputs()
-        register_classifiers(results, cfg)

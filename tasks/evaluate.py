@@ -44,7 +44,8 @@ def run(cfg: PipelineConfig) -> None:
             trained = load_trained(model_dir(kind), device)
             if trained.vocab != vocab:
                 raise TrainingError(f"{model_dir(kind)}/vocab.txt: differs from {VOCAB}; retrain {kind} on the prepared data")
-            evaluations.append(evaluate_model(trained, dataset, cfg.evaluate, cfg.langevin, device, cfg.data.max_len))
+            chain = cfg.langevin.inherit_sizes(trained.langevin)  # the model's learned step sizes, if any
+            evaluations.append(evaluate_model(trained, dataset, cfg.evaluate, chain, device, cfg.data.max_len))
         write_json(METRICS_FILE, {"sentences": len(dataset), **{ev.kind: ev.metrics for ev in evaluations}})
         with atomic_dir(PLOTS_DIR) as plots:
             write_plots(plots, evaluations)

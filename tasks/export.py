@@ -1,7 +1,9 @@
 """The export stage: one latent vector per prepared sentence, for one latent model, as Parquet files.
 
 Writes latents/<kind>/{train,valid,test}.parquet and labeled_<budget>.parquet for every labeled subset
-in data/prepared/labeled/ (format: shortrun.latents). The folder is replaced atomically.
+in data/prepared/labeled/ (format: shortrun.latents). The folder is replaced atomically, and only with
+usable latents: NaN/Inf or runaway values (shortrun.latents.latents_problem) fail the stage in one line
+naming the model, and the previous latents stay.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import mlflow
 from shortrun.checkpoint import load_trained
 from shortrun.config import LATENT_MODELS, PipelineConfig
 from shortrun.data.prepared import SPLITS, labeled_budgets, load_labeled, load_split
-from shortrun.errors import ConfigError
+from shortrun.errors import ConfigError, TrainingError
 from shortrun.io import atomic_dir
 from shortrun.latents import default_device, encode_splits, write_latents
 from shortrun.paths import latents_dir, model_dir
@@ -30,10 +32,13 @@ def run(cfg: PipelineConfig, kind: str) -> None:
     with stage_run(f"export-{kind}", cfg, ("export", "langevin")):
         mlflow.set_tag("device", str(device))
         start = time.perf_counter()
-        tables = encode_splits(
-            trained.model, datasets, langevin=cfg.export_langevin, chains=cfg.export.chains,
-            batch_size=cfg.export.batch_size, seed=cfg.export.seed, device=device, desc=f"export {kind}",
-        )
+        try:
+            tables = encode_splits(
+                trained.model, datasets, langevin=cfg.export_langevin.inherit_sizes(trained.langevin), chains=cfg.export.chains,
+                batch_size=cfg.export.batch_size, seed=cfg.export.seed, device=device, desc=f"export {kind}",
+            )
+        except TrainingError as err:  # a diverged chain or unusable latents: say which model, keep the old latents
+            raise TrainingError(f"{model_dir(kind)}: {err}; {latents_dir(kind)} left as it was") from None
         mlflow.log_metric("seconds", time.perf_counter() - start)
         with atomic_dir(latents_dir(kind)) as out:
             for name, table in tables.items():

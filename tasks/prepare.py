@@ -17,7 +17,7 @@ from shortrun.data.stats import length_rows, plot_lengths, sha256_file, split_st
 from shortrun.data.vocab import Vocab, build_vocab, read_vocab_file
 from shortrun.errors import ConfigError, DataError
 from shortrun.io import write_json
-from shortrun.params import data_root, resolve_data_path
+from shortrun.params import corpus_file, corpus_root
 from shortrun.paths import METRICS, PLOTS, PREPARED
 from shortrun.tracking import log_json_metrics, stage_run
 
@@ -28,7 +28,7 @@ LENGTHS_PNG = PLOTS / "prepare" / "lengths.png"
 
 def run(cfg: PipelineConfig) -> None:
     """Run the stage in the current workspace (what `shortrun stage prepare` and dvc.yaml call)."""
-    root = data_root()
+    root = corpus_root(cfg.data)
     with stage_run("prepare", cfg, ("data",)):
         prepare(cfg.data, root)
         log_json_metrics(METRICS_FILE)
@@ -51,7 +51,8 @@ def prepare(data: DataConfig, root: Path) -> dict:
         left_out[name] = (dropped, truncated)
     budgets = {}
     for budget, rel in sorted(data.label_budget_files.items()):
-        raw = read_corpus_file(resolve_data_path(rel, root), labels, data.on_malformed, f"data.label_budget_files.{budget}")
+        key = f"data.label_budget_files.{budget}"
+        raw = read_corpus_file(corpus_file(data, rel, root, key), labels, data.on_malformed, key)
         budgets[budget], dropped = raw.filter_length(data.min_len, data.max_len)
         left_out[f"labeled_{budget}"] = (dropped, 0)
     vocab = _vocabulary(data, root, splits["train"])
@@ -83,7 +84,7 @@ def _read_split(data: DataConfig, root: Path, split: str) -> CorpusSplit:
     if data.hub_id:
         return load_hub_split(data.hub_id, split, labels, data.on_malformed)
     key = f"{split}_file"
-    return read_corpus_file(resolve_data_path(getattr(data, key), root), labels, data.on_malformed, f"data.{key}")
+    return read_corpus_file(corpus_file(data, getattr(data, key), root, f"data.{key}"), labels, data.on_malformed, f"data.{key}")
 
 
 def _require_sentences(split: CorpusSplit, data: DataConfig) -> None:
@@ -98,7 +99,7 @@ def _require_sentences(split: CorpusSplit, data: DataConfig) -> None:
 def _vocabulary(data: DataConfig, root: Path, train: CorpusSplit) -> Vocab:
     """The corpus's vocabulary file when configured (min_freq does not apply), else built from train."""
     if data.vocab_file:
-        return read_vocab_file(resolve_data_path(data.vocab_file, root), data.max_vocab)
+        return read_vocab_file(corpus_file(data, data.vocab_file, root, "data.vocab_file"), data.max_vocab)
     return build_vocab(train.tokens, data.max_vocab, data.min_freq)
 
 
@@ -108,4 +109,4 @@ def _sources(data: DataConfig, root: Path) -> dict[str, str]:
     files.update({f"labeled_{b}": rel for b, rel in data.label_budget_files.items()})
     if data.vocab_file:
         files["vocab"] = data.vocab_file
-    return {name: sha256_file(resolve_data_path(rel, root)) for name, rel in files.items()}
+    return {name: sha256_file(corpus_file(data, rel, root, name)) for name, rel in files.items()}

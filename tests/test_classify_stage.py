@@ -1,4 +1,4 @@
-"""The classify stage in a scratch workspace with synthetic latents: outputs, registry, the ptb skip and bad input."""
+"""The classify stage in a scratch workspace with synthetic latents: outputs, the ptb skip and bad input."""
 from __future__ import annotations
 
 import json
@@ -47,7 +47,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_classify_writes_metrics_plot_report_and_registers(workspace: Path) -> None:
+def test_classify_writes_metrics_plot_report_and_classifiers(workspace: Path) -> None:
     write_model_latents("sri", separable=True)
     write_model_latents("vae", separable=False)
     classify.run(config())
@@ -73,10 +73,8 @@ def test_classify_writes_metrics_plot_report_and_registers(workspace: Path) -> N
     summary = json.loads(Path("classifiers/summary.json").read_text())
     assert len(summary["models"]["sri"]["30"]["seeds"]) == 3
 
-    client = MlflowClient()
-    version = client.get_model_version_by_alias("shortrun-classifier-sri", "candidate")
-    assert version.tags["labels"] == "90"
-    assert client.get_model_version_by_alias("shortrun-classifier-vae", "candidate").tags["kind"] == "vae"
+    assert summary["models"]["sri"]["90"]["file"] == "sri/90.joblib"  # what the registration step reads
+    assert MlflowClient().search_registered_models() == []  # registering is the registration step's job
 
 
 def test_unlabeled_corpus_is_skipped_with_valid_outputs(workspace: Path, caplog: pytest.LogCaptureFixture) -> None:

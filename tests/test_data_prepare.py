@@ -2,14 +2,12 @@
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 
 from shortrun.cli import main
 from shortrun.data.prepared import labeled_budgets, load_labeled, load_split, load_vocab
@@ -17,6 +15,7 @@ from shortrun.data.vocab import SPECIALS
 from shortrun.errors import ConfigError, DataError
 from shortrun.params import build_config, data_root
 from tasks.prepare import run
+from tests.workspace import copy_project, entered
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,12 +86,16 @@ def test_failed_prepare_keeps_the_previous_output_and_reports_one_line(workspace
     assert sorted(p.name for p in (workspace / "data").iterdir()) == ["prepared"]
 
 
-def test_malformed_policy_skip_counts_lines_in_metrics(workspace, tmp_path_factory):
-    corpus = tmp_path_factory.mktemp("corpus")
+def test_malformed_policy_skip_counts_lines_in_metrics(workspace, tmp_path_factory, monkeypatch):
+    root = tmp_path_factory.mktemp("corpora")
+    corpus = root / "mine"
+    corpus.mkdir()
     (corpus / "train.txt").write_bytes(b"1\tgood food\nno label here\n0\tbad \xff service\n0\tslow service\n")
     (corpus / "eval.txt").write_text("1\tnice\n0\trude staff\n")
-    sections = {"data": {"train_file": str(corpus / "train.txt"), "valid_file": str(corpus / "eval.txt"),
-                         "test_file": str(corpus / "eval.txt"), "label_budget_files": {}, "on_malformed": "skip"}}
+    monkeypatch.delenv("SHORTRUN_DATA")
+    sections = {"data": {"root": str(root), "corpus": "mine", "train_file": "mine/train.txt", "valid_file": "mine/eval.txt",
+                         "test_file": "mine/eval.txt", "label_budget_files": {100: "mine/eval.txt", 500: "mine/eval.txt"},
+                         "on_malformed": "skip"}}
     run(build_config("tiny", sections))
     stats = json.loads((workspace / "metrics/prepare.json").read_text())["splits"]["train"]
     assert stats["skipped_malformed"] == 2 and stats["sentences"] == 2
@@ -110,45 +113,24 @@ def test_label_budgets_need_a_labeled_corpus(workspace):
         run(build_config("ptb", {"data": {"label_budget_files": {100: "ptb/ptb.valid.txt"}}}))
 
 
-def _copy_project(dest: Path) -> None:
-    """The files `dvc repro prepare` needs: the DVC project, params and the stage's dependencies."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        if (REPO / name).exists():
-            shutil.copy2(REPO / name, dest / name)
-    for name in (".dvc", "shortrun", "tasks"):
-        if (REPO / name).exists():
-            shutil.copytree(REPO / name, dest / name, ignore=ignore)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    (dest / "params.yaml").write_text(yaml.safe_dump({**params, "preset": "tiny"}))
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    if not (dest / ".dvc").exists():
-        subprocess.run(["dvc", "init", "-q"], cwd=dest, check=True, env=_env())
-
-
-def _env() -> dict:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", SHORTRUN_DATA=str(data_root(REPO)))
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("SHORTRUN_PARENT_RUN_ID", None)
-    return env
-
-
 @pytest.mark.slow
-def test_dvc_repro_prepare_runs_once_then_is_up_to_date(tmp_path):
-    _copy_project(tmp_path)
+def test_dvc_repro_prepare_runs_once_then_is_up_to_date(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("SHORTRUN_PARENT_RUN_ID", raising=False)
+    with entered(copy_project(tmp_path, preset="tiny")):
+        first = dvc("repro", "prepare")
+        second = dvc("repro", "prepare")
+        status = dvc("status", "prepare")
 
-    def dvc(*args: str) -> str:
-        done = subprocess.run(["dvc", *args], cwd=tmp_path, env=_env(), capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout + done.stderr
-
-    first = dvc("repro", "prepare")
     assert "Running stage 'prepare'" in first
     for path in ("data/prepared/vocab.txt", "data/prepared/train", "metrics/prepare.json", "plots/prepare/lengths.csv",
                  "plots/prepare/lengths.png", "dvc.lock"):
         assert (tmp_path / path).exists(), path
-
-    second = dvc("repro", "prepare")
     assert "didn't change" in second and "Running stage" not in second
-    assert "up to date" in dvc("status", "prepare")
+    assert "up to date" in status
+
+
+def dvc(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr

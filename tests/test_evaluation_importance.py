@@ -6,52 +6,14 @@ import math
 import pytest
 import torch
 
-from shortrun.evaluation.importance import (
-    diagonal_normal_log_density,
-    estimate_from_log_weights,
-    importance_sample,
-    standard_normal_log_density,
-)
-
-D_Z, D_X, SIGMA = 3, 5, 0.5
-
-
-class LinearGaussian:
-    """z ~ N(0, I), x | z ~ N(W z + b, SIGMA^2 I): p(x) and p(z | x) are Gaussian in closed form."""
-
-    def __init__(self, seed: int = 0) -> None:
-        gen = torch.Generator().manual_seed(seed)
-        self.weight = torch.randn(D_X, D_Z, generator=gen, dtype=torch.float64)
-        self.bias = torch.randn(D_X, generator=gen, dtype=torch.float64)
-
-    def log_joint(self, x: torch.Tensor):
-        """z [s, B, d] -> log p(x_b, z) [s, B]."""
-
-        def fn(z: torch.Tensor) -> torch.Tensor:
-            mean = z @ self.weight.T + self.bias
-            log_lik = -0.5 * (((x - mean) / SIGMA) ** 2 + math.log(2 * math.pi * SIGMA**2)).sum(-1)
-            return log_lik + standard_normal_log_density(z)
-
-        return fn
-
-    def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
-        cov = self.weight @ self.weight.T + SIGMA**2 * torch.eye(D_X, dtype=torch.float64)
-        return torch.distributions.MultivariateNormal(self.bias, cov).log_prob(x)
-
-    def posterior(self, x: torch.Tensor) -> torch.distributions.MultivariateNormal:
-        precision = torch.eye(D_Z, dtype=torch.float64) + self.weight.T @ self.weight / SIGMA**2
-        cov = torch.linalg.inv(precision)
-        mean = (x - self.bias) @ self.weight @ cov / SIGMA**2
-        return torch.distributions.MultivariateNormal(mean, cov)
+from shortrun.evaluation.importance import diagonal_normal_log_density, estimate_from_log_weights, importance_sample
+from tests.linear_gaussian import LinearGaussian
 
 
 @pytest.fixture
 def model_and_data() -> tuple[LinearGaussian, torch.Tensor]:
-    model = LinearGaussian()
-    gen = torch.Generator().manual_seed(1)
-    z = torch.randn(6, D_Z, generator=gen, dtype=torch.float64)
-    x = z @ model.weight.T + model.bias + SIGMA * torch.randn(6, D_X, generator=gen, dtype=torch.float64)
-    return model, x
+    model = LinearGaussian(dim_z=3, dim_x=5, sigma=0.5)
+    return model, model.simulate(6, seed=1)[1]
 
 
 def test_exact_posterior_proposal_recovers_the_analytic_log_likelihood(model_and_data) -> None:

@@ -1,4 +1,5 @@
-"""Likelihood estimates on small models: the LM's equals a direct computation, the VAE's and SRI (b)'s agree with brute force."""
+"""Likelihood estimates on small models: the LM's equals a direct computation, the VAE's agrees with brute force,
+latent models report AIS with BDMC and every cheaper estimator's distance from it, and the suite runs the list it is given."""
 from __future__ import annotations
 
 import math
@@ -13,11 +14,12 @@ from shortrun.config import EvaluateConfig, LangevinConfig, ModelConfig
 from shortrun.data.batching import collate
 from shortrun.data.prepared import FEATURES
 from shortrun.data.vocab import PAD, Vocab
-from shortrun.evaluation.importance import importance_sample, standard_normal_log_density
+from shortrun.evaluation.estimators import Estimator, Settings
+from shortrun.evaluation.importance import Estimate, importance_sample, standard_normal_log_density
 from shortrun.evaluation.likelihood import gaussian_importance, lm_log_likelihood, log_joint_fn
 from shortrun.evaluation.posterior import encoder_gaussian
-from shortrun.evaluation.suite import evaluate_model
-from shortrun.model import build_model
+from shortrun.evaluation.suite import ESTIMATORS, evaluate_model
+from shortrun.model import Generator, build_model
 
 V = 14
 CFG = ModelConfig(latent_dim=2, emb_dim=8, hidden_dim=16, encoder_hidden_dim=16)
@@ -78,13 +80,14 @@ def test_vae_encoder_proposal_agrees_with_brute_force_prior_sampling() -> None:
     assert ((est.log_likelihood - truth.log_likelihood).abs() < 4 * est.std_error + 4 * truth.std_error + 0.05).all()
 
 
-def test_latent_model_metrics_have_every_key_and_sri_reports_both_estimators() -> None:
+def test_latent_models_report_ais_with_its_bdmc_gap_and_every_cheaper_estimator_beside_it() -> None:
     data = dataset(12)
     cfg = EvaluateConfig(batch_size=5, importance_samples=6, jacobian_sentences=3, jacobian_samples=2,
                          proposal_chains=3, k_values=[2, 4], k_sentences=5, num_prior_samples=2,
-                         num_reconstructions=2, num_interpolations=1, interpolation_steps=4)
+                         num_reconstructions=2, num_interpolations=1, interpolation_steps=4,
+                         ais_sentences=8, ais_steps=5, ais_chains=2, ais_leapfrog=1, bdmc_sentences=2)
     langevin = LangevinConfig(steps=3)
-    for kind in ("vae", "sri"):
+    for kind, cheaper in (("vae", {"iwae": 12}), ("sri", {"laplace": 12, "change_of_variables": 3})):
         net = model(kind)
         result = evaluate_model(TrainedModel(kind, net, VOCAB, CFG, langevin), data, cfg, langevin, torch.device("cpu"), 8)
         m = result.metrics
@@ -92,10 +95,44 @@ def test_latent_model_metrics_have_every_key_and_sri_reports_both_estimators() -
         assert m["nll_se"] > 0 and m["kl"] > 0 and 0 <= m["au"] <= CFG.latent_dim
         assert result.au_variance.shape == (CFG.latent_dim,)
         assert len(result.samples.reconstructions) == 2 and len(result.samples.interpolations[0][2]) == 4
-        if kind == "sri":
-            cov = m["change_of_variables"]
-            assert cov["sentences"] == 3 and cov["nll_se"] > 0 and m["laplace"]["nll"] == m["nll"]
-            assert abs(cov["nll"] - cov["laplace_nll"]) < 2.0
-            assert [row["k"] for row in result.nll_vs_k] == [2, 4] and result.nll_vs_k[0]["sentences"] == 5
-        else:
-            assert "change_of_variables" not in m and not result.nll_vs_k
+        # the reported estimate: AIS on the first ais_sentences, with its step count and BDMC gap on top
+        assert result.reported == "ais" and list(result.estimates) == ["ais", *cheaper]
+        ais = m["ais"]
+        assert (ais["sentences"], ais["steps"], ais["chains"], ais["leapfrog"]) == (8, 5, 2, 1)
+        assert m["sentences"] == 8 and m["nll"] == ais["nll"] and m["ais_steps"] == 5
+        assert ais["bdmc"]["sentences"] == 2 and m["bdmc_gap"] == ais["bdmc"]["gap"]
+        assert ais["bdmc"]["forward_nll"] - ais["bdmc"]["reverse_nll"] == pytest.approx(m["bdmc_gap"])
+        for name, count in cheaper.items():
+            block = m[name]
+            assert block["sentences"] == count and block["nll_se"] > 0 and block["seconds"] > 0
+            shared = min(count, 8)
+            distance = float((result.estimate.log_likelihood[:shared] - result.estimates[name].log_likelihood[:shared]).mean())
+            assert block["nll_minus_ais"] == pytest.approx(distance) and abs(distance) < 3.0
+        assert [row["k"] for row in result.nll_vs_k] == ([2, 4] if kind == "sri" else [])
+
+
+def test_the_suite_runs_the_list_of_estimators_it_is_given() -> None:
+    """A new estimator is one function of the one shape plus one list entry; the first one listed is reported."""
+
+    def prior_sampling(net: torch.nn.Module, batch, settings: Settings) -> Estimate:
+        z = torch.randn(200, len(batch), CFG.latent_dim, generator=settings.rng)
+        return importance_sample(log_joint_fn(net, batch.tokens), z, standard_normal_log_density(z))
+
+    estimators = [
+        Estimator("prior", "importance sampling from the prior", prior_sampling, lambda net: isinstance(net, Generator),
+                  sentences=lambda cfg: 5, describe=lambda cfg: {"samples": 200}),
+        next(est for est in ESTIMATORS if est.name == "laplace"),
+        next(est for est in ESTIMATORS if est.name == "exact"),  # does not apply to SRI: skipped
+    ]
+    data, langevin = dataset(9), LangevinConfig(steps=3)
+    cfg = EvaluateConfig(batch_size=4, importance_samples=6, proposal_chains=2, k_values=[2], num_prior_samples=1)
+    result = evaluate_model(TrainedModel("sri", model("sri"), VOCAB, CFG, langevin), data, cfg, langevin,
+                            torch.device("cpu"), 8, estimators=estimators)
+    m = result.metrics
+    assert list(result.estimates) == ["prior", "laplace"] and "exact" not in m and "ais" not in m
+    assert m["prior"]["samples"] == 200 and m["prior"]["sentences"] == 5 and m["sentences"] == 5
+    assert m["nll"] == m["prior"]["nll"] and m["laplace"]["sentences"] == 9 and "nll_minus_prior" in m["laplace"]
+    assert abs(m["laplace"]["nll_minus_prior"]) < 1.0  # two valid estimates of the same small model
+    with pytest.raises(ValueError, match="no likelihood estimator in the list applies to the sri model"):
+        evaluate_model(TrainedModel("sri", model("sri"), VOCAB, CFG, langevin), data, cfg, langevin,
+                       torch.device("cpu"), 8, estimators=estimators[2:])

@@ -23,7 +23,8 @@ from tasks import evaluate
 
 MODEL_CFG = {"latent_dim": 4, "emb_dim": 8, "hidden_dim": 16, "encoder_hidden_dim": 16}
 EVALUATE = {"num_sentences": 10, "importance_samples": 4, "jacobian_sentences": 3, "jacobian_samples": 2,
-            "proposal_chains": 2, "k_values": [2, 3], "k_sentences": 4, "batch_size": 4}
+            "proposal_chains": 2, "k_values": [2, 3], "k_sentences": 4, "batch_size": 4,
+            "ais_sentences": 6, "ais_steps": 4, "ais_chains": 2, "ais_leapfrog": 1, "bdmc_sentences": 2}
 VOCAB = Vocab(f"w{i}" for i in range(16))
 
 
@@ -59,18 +60,25 @@ def test_evaluate_writes_metrics_plots_reports_and_logs_to_mlflow(workspace: Pat
         assert {"nll", "ppl", "nll_se", "recon", "kl", "mi", "au"} <= set(metrics[kind])
     assert set(metrics["lm"]) >= {"nll", "ppl", "nll_se"}
     assert metrics["sri"]["change_of_variables"]["sentences"] == 3
-    assert metrics["sri"]["laplace"]["nll"] == metrics["sri"]["nll"]
+    for kind in ("sri", "vae"):  # the reported estimate: AIS on the first ais_sentences, its gap and step count
+        ais = metrics[kind]["ais"]
+        assert metrics[kind]["nll"] == ais["nll"] and metrics[kind]["sentences"] == ais["sentences"] == 6
+        assert metrics[kind]["ais_steps"] == ais["steps"] == 4 and metrics[kind]["bdmc_gap"] == ais["bdmc"]["gap"]
+    assert {"nll_minus_ais", "sentences"} <= set(metrics["sri"]["laplace"]) and "nll_minus_ais" in metrics["vae"]["iwae"]
+    assert metrics["lm"]["sentences"] == 6 and metrics["lm"]["exact"]["sentences"] == 10  # all report on the same 6
     plots = {p.name for p in Path("plots/evaluate").iterdir()}
     assert plots == {"nll_vs_k.csv", "nll_vs_k.png", "au_sri.csv", "au_vae.csv", "au_variance.png"}
     assert Path("plots/evaluate/nll_vs_k.csv").read_text().splitlines()[0] == "k,nll_se,ppl,nll"
     table = Path("reports/evaluate/comparison.md").read_text()
-    assert all(f"| {kind} |" in table for kind in ("sri", "vae", "lm")) and "change-of-variables" in table
+    assert all(f"| {kind} | annealed importance sampling" in table for kind in ("sri", "vae")) and "| lm | exact |" in table
+    assert "change of variables (a)" in table and f"{metrics['sri']['bdmc_gap']:.2f} +- " in table
     samples = Path("reports/evaluate/samples_sri.txt").read_text()
     assert "prior" in samples and "input: " in samples and "from: " in samples
     assert {p.name for p in Path("reports/evaluate").iterdir()} == {"comparison.md", "samples_sri.txt",
                                                                     "samples_vae.txt", "samples_lm.txt"}
     run = mlflow.search_runs(experiment_names=["shortrun"], output_format="list")[0]
     assert run.data.metrics["sri.change_of_variables.nll"] == pytest.approx(metrics["sri"]["change_of_variables"]["nll"])
+    assert run.data.metrics["sri.ais.bdmc.gap"] == pytest.approx(metrics["sri"]["bdmc_gap"])
     assert run.data.params["evaluate.jacobian_samples"] == "2"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"evaluate.json", "plots", "reports"} <= artifacts

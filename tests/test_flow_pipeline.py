@@ -17,11 +17,13 @@ from flows.lock import workspace_lock
 from flows.pipeline import pipeline, run_from_cli, updated_params, write_params
 from shortrun.dvclock import out_md5
 from shortrun.errors import ConfigError
-from shortrun.registry import CANDIDATE, CHAMPION, TrackingUnavailable
+from shortrun.registry import CANDIDATE, CHAMPION
+from shortrun.tracking import TrackingUnavailable
 from tests.workspace import copy_project, dvc as _dvc, entered, git as _git
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERATOR = "shortrun-generator"
+GENERATOR = "shortrun-generator-short_yelp"  # one registered generator per corpus (the tiny preset's: short Yelp)
+CLASSIFIER = "shortrun-classifier-short_yelp"
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +89,8 @@ def test_flow_runs_every_stage_registers_and_leaves_dvc_clean(workspace, prefect
     assert candidate.tags["gate.decision"] in ("promoted", "refused") and candidate.tags["gate.reason"]
     z = mlflow.pyfunc.load_model(f"models:/{GENERATOR}@{CHAMPION}").predict(["the food was great", "bad service"])
     assert z.shape[0] == 2 and z.ndim == 2
+    champion = client.get_model_version_by_alias(GENERATOR, CHAMPION)
+    assert client.get_model_version_by_alias(CLASSIFIER, CHAMPION).tags["generator_version"] == str(champion.version)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The schedule and the overlap guards, checked without a Prefect server."""
+"""The schedule and the overlap guards, checked without a Prefect server (tests/test_schedule_fires.py runs them)."""
 from __future__ import annotations
 
 import subprocess
@@ -12,7 +12,7 @@ import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.lock import LOCK_FILE, WorkspaceBusy, describe_owner, workspace_lock
-from flows.schedule import SchedulerUnavailable, build_deployment, serve
+from flows.schedule import SchedulerUnavailable, build_deployment, describe_schedule, serve
 from shortrun.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +25,23 @@ def test_deployment_has_the_cron_and_cancels_overlapping_runs():
     assert deployment.concurrency_limit == 1
     assert deployment.concurrency_options.collision_strategy.value == "CANCEL_NEW"
     assert deployment.entrypoint == "flows.pipeline.pipeline"
+
+
+def test_interval_deployment_runs_every_n_seconds():
+    deployment = build_deployment(name="often", interval_s=30)
+    (schedule,) = deployment.schedules
+    assert schedule.schedule.interval.total_seconds() == 30
+    assert describe_schedule(deployment) == "every 30 s"
+    assert describe_schedule(build_deployment()) == "cron '0 3 * * *'"  # the default: daily at 03:00
+
+
+@pytest.mark.parametrize("cron, interval_s, message", [
+    ("0 3 * * *", 60, "give one schedule, not both"),
+    (None, 0, "--interval 0: must be a positive number of seconds"),
+])
+def test_conflicting_or_empty_schedule_is_a_config_error(cron, interval_s, message):
+    with pytest.raises(ConfigError, match=message):
+        build_deployment(cron, interval_s=interval_s)
 
 
 def test_bad_cron_is_a_config_error():

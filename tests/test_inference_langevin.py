@@ -10,7 +10,7 @@ from shortrun.config import LangevinConfig, ModelConfig, TrainConfig
 from shortrun.data.batching import collate
 from shortrun.data.prepared import FEATURES
 from shortrun.errors import ConfigError, TrainingError
-from shortrun.inference import PAPER_STEPS, ChainDiverged, short_run, step_sizes
+from shortrun.inference import MAX_NORM_PER_SQRT_DIM, PAPER_STEPS, ChainDiverged, short_run, step_sizes
 from shortrun.model import Generator
 from shortrun.params import build_config
 from shortrun.training import train_model
@@ -120,11 +120,31 @@ def test_create_graph_differentiates_the_chain_wrt_z0(trained: Generator) -> Non
         trained.float()
 
 
-def test_huge_step_size_stops_the_chain_naming_the_step(trained: Generator) -> None:
-    cfg = LangevinConfig(steps=8, schedule="constant", step_size=1e6)
-    with pytest.raises(ChainDiverged, match=r"^Langevin step \d: .*langevin\.step_size") as err:
+@pytest.mark.parametrize("schedule", ["constant", "paper"])
+def test_huge_step_size_stops_the_chain_naming_the_step(trained: Generator, schedule: str) -> None:
+    """paper (5 steps): the small late steps would keep z finite, near 1e22; a runaway all the same."""
+    cfg = LangevinConfig(steps=5, schedule=schedule, step_size=1e6)
+    with pytest.raises(ChainDiverged, match=r"^Langevin step 1: \|z\| of a sentence reached .*lower langevin\.step_size") as err:
         short_run(trained, collate([[4, 5]]).tokens, cfg, temperature=0.0)
-    assert isinstance(err.value, TrainingError) and 1 <= err.value.step <= 8
+    assert isinstance(err.value, TrainingError) and err.value.step == 1
+
+
+def test_non_finite_values_stop_the_chain_naming_the_step() -> None:
+    gen = Generator(V, CFG)
+    with torch.no_grad():
+        gen.out.bias[4] = float("nan")
+    with pytest.raises(ChainDiverged, match=r"^Langevin step 1: z or its gradient became NaN/Inf; lower langevin\.step_size"):
+        short_run(gen, collate([[4, 5]]).tokens, LangevinConfig(steps=3))
+
+
+def test_the_runaway_bound_lies_far_outside_the_prior_and_a_long_chain_stays_inside(trained: Generator) -> None:
+    assert MAX_NORM_PER_SQRT_DIM >= 100  # P(|z| > 10 sqrt(d)) under N(0, I) is below 1e-22 for every d
+    far = torch.full((1, CFG.latent_dim), 0.9 * MAX_NORM_PER_SQRT_DIM)  # |z| = 0.9 * bound * sqrt(d): allowed
+    z = short_run(trained, collate([[4, 5]]).tokens, LangevinConfig(steps=1, step_size=1e-3), z0=far).z
+    assert z.norm() > 100 * CFG.latent_dim ** 0.5
+    torch.manual_seed(0)
+    short_run(trained, collate(two_topic_corpus(32)["ids"]).tokens, LangevinConfig(steps=200, schedule="constant",
+                                                                             step_size=0.3, temperature=1.0))
 
 
 @pytest.mark.parametrize(("section", "key", "value"), [("langevin", "steps", 0), ("langevin", "step_size", -0.1),

@@ -1,12 +1,16 @@
-"""params.yaml -> PipelineConfig: presets, and one-line errors naming the bad preset, section or key."""
+"""params.yaml -> PipelineConfig: presets written out in full, the data root, and one-line errors naming the
+bad preset, section or key."""
+import json
 from pathlib import Path
 
 import pytest
 
 from shortrun.cli import main
 from shortrun.errors import ConfigError
-from shortrun.params import DATA_ENV, build_config, data_root, load_config, resolve_data_path
+from shortrun.params import (DATA_ENV, build_config, corpus_file, corpus_root, data_root, load_config, preset_params,
+                             read_params, resolve_data_path, write_params)
 from shortrun.presets import PRESETS
+from tests.workspace import copy_project, dvc, entered
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,3 +81,94 @@ def test_cli_reports_a_bad_params_value_in_one_line(tmp_path, monkeypatch, capsy
 def test_data_root_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(DATA_ENV, str(tmp_path))
     assert data_root() == tmp_path.resolve()
+
+
+REGENERATE = "shortrun params --preset {preset}"
+
+
+def test_committed_params_are_their_preset_written_out_in_full():
+    committed = read_params(REPO / "params.yaml")
+    preset, root = committed["preset"], committed["data"]["root"]
+    rendered = preset_params(preset, root)
+    have, want = _leaves(committed), _leaves(rendered)
+    differ = sorted(key for key in have.keys() | want.keys() if have.get(key, "<missing>") != want.get(key, "<missing>"))
+    assert committed == rendered, (
+        f"params.yaml is not preset {preset!r} written out in full (differs at {differ}); "
+        f"regenerate it with `{REGENERATE.format(preset=preset)}`")
+    assert not Path(root).is_absolute(), "params.yaml: data.root must be relative to the checkout, not a machine's path"
+
+
+def test_choosing_a_preset_writes_every_value_and_keeps_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    path = tmp_path / "params.yaml"
+    path.write_text("# header\npreset: tiny\ndata:\n  root: corpora\n  max_train: 50\n")
+    cfg = write_params("ptb", ["train.epochs=3"], path)
+    written = read_params(path)
+    assert path.read_text().startswith("# header\npreset: ptb\n")
+    assert written == {**preset_params("ptb", "corpora"), "train": {**preset_params("ptb", "corpora")["train"], "epochs": 3}}
+    assert cfg.data.max_train is None and cfg.train.epochs == 3 and cfg.data.root == "corpora"
+
+
+def test_shortrun_data_is_written_into_params_not_applied_behind_their_back(tmp_path, monkeypatch, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = tmp_path / "params.yaml"
+    path.write_text("preset: tiny\ndata:\n  root: /nowhere\n")
+    monkeypatch.setenv(DATA_ENV, str(elsewhere))
+    with pytest.raises(ConfigError, match=r"^data\.root: params\.yaml reads corpora from /nowhere, but SHORTRUN_DATA="):
+        corpus_root(load_config(path).data, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["params"]) == 0
+    assert read_params(path)["data"]["root"] == str(elsewhere)
+    assert corpus_root(load_config(path).data, tmp_path) == elsewhere
+
+
+def test_a_missing_data_root_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    path = tmp_path / "params.yaml"
+    path.write_text("preset: tiny\n")
+    with pytest.raises(ConfigError, match=r"^data\.root: nope: folder not found"):
+        write_params(None, [], path, root="nope")
+    assert path.read_text() == "preset: tiny\n"
+
+
+def test_corpus_files_outside_the_tracked_corpus_folder_are_refused(tmp_path):
+    data = build_config("tiny", {"data": {"root": str(tmp_path), "test_file": "ptb/ptb.test.txt"}}).data
+    with pytest.raises(ConfigError, match=r"^data\.test_file: .*ptb\.test\.txt is outside .*short_yelp, the corpus folder DVC tracks"):
+        corpus_file(data, data.test_file, tmp_path, "data.test_file")
+    assert corpus_file(data, data.train_file, tmp_path, "data.train_file") == tmp_path / data.train_file
+
+
+@pytest.mark.slow
+def test_dvc_params_diff_lists_every_value_a_preset_change_changes(tmp_path):
+    with entered(copy_project(tmp_path, preset="tiny")):
+        write_params("ptb-cpu", ["langevin.steps=7"])
+        diff = json.loads(dvc("params", "diff", "--json", cwd=tmp_path))["params.yaml"]
+    before, after = _leaves(preset_params("tiny", "r")), _leaves(preset_params("ptb-cpu", "r"))
+    after["langevin.steps"] = 7
+    changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    assert {"preset", "langevin.steps", "data.corpus", "data.train_file", "model.hidden_dim", "train.epochs"} <= changed
+    assert set(diff) == changed
+    assert (diff["langevin.steps"]["old"], diff["langevin.steps"]["new"]) == (5, 7)
+    assert (diff["data.corpus"]["old"], diff["data.corpus"]["new"]) == ("short_yelp", "ptb")
+
+
+def _leaves(params: dict, prefix: str = "") -> dict:
+    """{'section.key': value} for every non-mapping value, as `dvc params diff` names them (an empty mapping has none)."""
+    leaves = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            leaves.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
+def test_a_data_root_override_is_written(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    (tmp_path / "mine").mkdir()
+    path = tmp_path / "params.yaml"
+    path.write_text("preset: tiny\n")
+    assert write_params(None, ["data.root=mine"], path).data.root == "mine"

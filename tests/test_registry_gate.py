@@ -1,4 +1,4 @@
-"""The promotion gate and registration rules on a real SQLite model registry."""
+"""The promotion gate and version bookkeeping on a real SQLite model registry (fast; no server)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,21 @@ from dataclasses import dataclass
 import pytest
 from mlflow.tracking import MlflowClient
 
-from shortrun.registry import CANDIDATE, CHAMPION, TrackingUnavailable, already_registered, connect, register_version
+from shortrun.registry import (
+    CANDIDATE,
+    CHAMPION,
+    GENERATOR_TAG,
+    GENERATOR_VERSION_TAG,
+    Gate,
+    PairMismatch,
+    Registration,
+    already_registered,
+    check_pair,
+    decide,
+    decide_with_generator,
+    release,
+)
+from shortrun.tracking import TrackingUnavailable, connect
 
 
 @dataclass
@@ -17,12 +31,18 @@ class Registry:
     source: str
     name: str
 
-    def register(self, value: float, **kwargs):
-        metric = kwargs.pop("metric", "valid_nll")
-        return register_version(self.source, self.name, metric, value, **kwargs)
+    def register(self, value: float, metric: str = "heldout_nll", lower_is_better: bool = True,
+                 identity: dict | None = None, tags: dict | None = None, name: str | None = None) -> Registration:
+        """One version through the gate, in a release of its own."""
+        name = name or self.name
+        gate = Gate(metric, value, lower_is_better, identity or {})
+        with release() as batch:
+            decision = decide(batch.client, name, gate, (tags or {}).get("dvc_md5"))
+            return batch.register(self.source, name, gate, decision, tags or {}, lambda v: f"version {v}",
+                                  "a test model", {"corpus": "test"})
 
-    def alias(self, alias: str) -> str:
-        return str(self.client.get_model_version_by_alias(self.name, alias).version)
+    def alias(self, alias: str, name: str | None = None) -> str:
+        return str(self.client.get_model_version_by_alias(name or self.name, alias).version)
 
     def tags(self, version: str) -> dict[str, str]:
         return self.client.get_model_version(self.name, version).tags
@@ -54,6 +74,9 @@ def test_first_version_becomes_champion_and_candidate(registry):
     tags = registry.tags("1")
     assert tags["gate.decision"] == "promoted" and tags["validation_status"] == "passed"
     assert float(tags["gate.value"]) == 5.0
+    assert registry.client.get_model_version(registry.name, "1").description == "version 1"
+    model = registry.client.get_registered_model(registry.name)
+    assert model.description == "a test model" and model.tags["corpus"] == "test" and model.tags["champion.version"] == "1"
 
 
 def test_gate_promotes_better_and_refuses_worse(registry):
@@ -84,10 +107,22 @@ def test_higher_is_better_direction(registry):
     assert registry.alias(CHAMPION) == "2"
 
 
-def test_failure_after_create_leaves_no_version(registry):
+def test_a_version_judged_on_other_sentences_is_never_compared(registry):
+    registry.register(5.0, identity={"gate.sentences_sha": "a"})
+    other = registry.register(1.0, identity={"gate.sentences_sha": "b"})
+    assert not other.promoted
+    assert other.reason == "not comparable with champion v1: gate.sentences_sha is b, the champion's is a; the champion stays"
+    assert registry.register(4.0, identity={"gate.sentences_sha": "a"}).promoted
+
+
+def test_failure_in_a_release_leaves_no_version_and_the_champion_in_place(registry):
     registry.register(5.0)
-    with pytest.raises(Exception):
-        registry.register(4.0, tags={"k" * 300: "a tag key longer than MLflow allows"})
+    gate = Gate("heldout_nll", 4.0)
+    with pytest.raises(RuntimeError, match="the classifier failed"):
+        with release() as batch:
+            decision = decide(batch.client, registry.name, gate)
+            batch.register(registry.source, registry.name, gate, decision, {}, str, "a test model", {})
+            raise RuntimeError("the classifier failed")
     versions = registry.client.search_model_versions(f"name = '{registry.name}'")
     assert [str(v.version) for v in versions] == ["1"]
     assert registry.alias(CHAMPION) == "1"
@@ -111,10 +146,59 @@ def test_champion_weights_with_new_settings_replace_the_champion_on_a_tie(regist
     """Served latents must follow the current export settings, which the classifiers were fit on."""
     registry.register(5.0, tags={"dvc_md5": "w.dir", "encoding_sha": "a"})
     resettled = registry.register(5.0, tags={"dvc_md5": "w.dir", "encoding_sha": "b"})
-    assert resettled.promoted and "same weights as champion v1" in resettled.reason
+    assert resettled.promoted and "same files as champion v1" in resettled.reason
     assert registry.alias(CHAMPION) == "2"
     other_weights = registry.register(5.0, tags={"dvc_md5": "x.dir", "encoding_sha": "b"})
     assert not other_weights.promoted and registry.alias(CHAMPION) == "2"
+
+
+def test_a_classifier_follows_its_generator(registry):
+    gen, clf = f"{registry.name}-gen", f"{registry.name}-clf"
+    first = registry.register(5.0, name=gen)
+
+    def classifier(value: float, generator: Registration) -> Registration:
+        gate = Gate("valid_accuracy", value, lower_is_better=False, identity={GENERATOR_TAG: gen})
+        with release() as batch:
+            decision = decide_with_generator(batch.client, clf, gate, generator)
+            return batch.register(registry.source, clf, gate, decision,
+                                  {GENERATOR_TAG: gen, GENERATOR_VERSION_TAG: generator.version}, str, "", {})
+
+    assert classifier(0.9, first).promoted
+    assert not classifier(0.8, first).promoted  # same generator: the usual comparison
+    unpromoted = classifier(0.99, Registration(gen, "7", promoted=False, reason=""))
+    assert not unpromoted.promoted and unpromoted.reason == f"fit on {gen} v7, which is not champion (v1)"
+    second = registry.register(4.0, name=gen)
+    moved = classifier(0.5, second)  # worse accuracy, but the old champion reads the old generator's latents
+    assert moved.promoted and "moves with champion" in moved.reason
+    assert registry.alias(CHAMPION, clf) == moved.version
+
+
+def test_retired_champion_loses_its_alias_and_a_failed_release_gives_it_back(registry):
+    registry.register(5.0)
+    with release() as batch:
+        batch.retire(registry.name)
+    assert registry.client.get_registered_model(registry.name).aliases.get(CHAMPION) is None
+    registry.register(4.0)
+    with pytest.raises(RuntimeError):
+        with release() as batch:
+            batch.retire(registry.name)
+            batch.promote()
+            raise RuntimeError("later failure")
+    assert registry.alias(CHAMPION) == "2"
+
+
+def test_check_pair_names_both_versions_in_one_line(registry):
+    gen = registry.register(5.0, name=f"{registry.name}-gen")
+    generator = registry.client.get_model_version(gen.name, gen.version)
+    with release() as batch:
+        gate = Gate("valid_accuracy", 0.9, False)
+        clf = batch.register(registry.source, f"{registry.name}-clf", gate, decide(batch.client, f"{registry.name}-clf", gate),
+                             {GENERATOR_TAG: gen.name, GENERATOR_VERSION_TAG: "9"}, str, "", {})
+    classifier = registry.client.get_model_version(clf.name, clf.version)
+    with pytest.raises(PairMismatch) as err:
+        check_pair(generator, classifier)
+    assert str(err.value).startswith(f"classifier {clf.name} v1 was fit on the latents of {gen.name} v9, not of {gen.name} v1")
+    assert "\n" not in str(err.value)
 
 
 def test_unreachable_tracking_server_is_one_line_naming_the_uri(tmp_path, monkeypatch):
@@ -127,3 +211,16 @@ def test_unreachable_tracking_server_is_one_line_naming_the_uri(tmp_path, monkey
     assert time.monotonic() - start < 30
     message = str(err.value)
     assert "http://127.0.0.1:9" in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_register_command_refuses_a_workspace_dvc_calls_stale(tmp_path, capsys):
+    """The generator, its latents and its classifier must come from one run: `shortrun register` checks first."""
+    from shortrun.cli import main
+    from tests.workspace import copy_project, entered
+
+    with entered(copy_project(tmp_path)):
+        assert main(["register"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shortrun: error: register: dvc status is not clean (") and "prepare" in err
+    assert err.endswith("run `dvc repro` first") and "\n" not in err

@@ -57,10 +57,12 @@ def test_training_nll_decreases_on_the_tiny_preset(tiny: dict, kind: str) -> Non
     assert history[-1]["train_nll"] < history[0]["train_nll"] - 0.5
     assert history[-1]["valid_nll"] < history[0]["valid_nll"]
     if kind == "lm":
-        assert "active_units" not in history[-1]
+        assert "active_units" not in history[-1] and "agg_kl" not in history[-1]
     else:
         row = history[-1]
         assert 0 <= row["active_units"] <= tiny["cfg"].model.latent_dim
+        assert row["agg_kl"] >= 0 and row["agg_sq_norm"] > 0  # the aggregate posterior against the prior
+        assert 0 <= row["prior_at_max_len"] <= 1 and 0 < row["prior_distinct_2"] <= 1
         assert row["collapsed"] == float(row["active_units"] == 0)
         assert len([k for k in row if k.startswith("z_var_d")]) == tiny["cfg"].model.latent_dim
     if kind == "sri":
@@ -138,14 +140,24 @@ def test_corrupt_checkpoint_is_a_clear_error(tiny: dict, tmp_path: Path, damage:
 
 
 def test_huge_step_size_stops_training_naming_step_epoch_and_setting(tiny: dict, tmp_path: Path) -> None:
+    """langevin.step_size=1e6 alone: the paper schedule's small late steps keep z finite (|z| near 1e22),
+    and training must stop all the same, naming the step, the epoch and the setting."""
     path = tmp_path / "checkpoint.pt"
     good = config(tiny, epochs=1, max_batches_per_epoch=2)
     fit(tiny, "sri", good, checkpoint_path=path)
     before = path.read_bytes()
-    bad = good.model_copy(update={"langevin": good.langevin.model_copy(update={"schedule": "constant", "step_size": 1e6})})
-    with pytest.raises(TrainingError, match=r"^epoch 1, batch 1: Langevin step \d: .*lower langevin\.step_size"):
+    bad = good.model_copy(update={"langevin": good.langevin.model_copy(update={"step_size": 1e6})})
+    with pytest.raises(TrainingError, match=r"^epoch 1, batch 1: Langevin step 1: \|z\| of a sentence .*lower langevin\.step_size"):
         fit(tiny, "sri", bad, checkpoint_path=path)
     assert path.read_bytes() == before  # the last good checkpoint stays
+
+
+def test_a_runaway_validation_chain_names_the_epoch(tiny: dict) -> None:
+    """langevin.temperature is the chain's noise outside training: huge, only validation's chain runs away."""
+    cfg = config(tiny, epochs=1, max_batches_per_epoch=1)
+    noisy = cfg.model_copy(update={"langevin": cfg.langevin.model_copy(update={"temperature": 1e9})})
+    with pytest.raises(TrainingError, match=r"^epoch 1, validation: Langevin step 1: \|z\| of a sentence reached"):
+        fit(tiny, "sri", noisy)
 
 
 def test_collapse_is_reported_loudly(tiny: dict, caplog: pytest.LogCaptureFixture) -> None:

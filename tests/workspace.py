@@ -6,6 +6,7 @@ the project in their own way.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from shortrun.params import DATA_ENV, data_root
+from shortrun.params import DATA_ENV, data_root, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,13 +33,18 @@ def dvc(*args: str, cwd: Path, check: bool = True) -> str:
                           capture_output=True, text=True).stdout
 
 
-def copy_project(dest: Path) -> Path:
-    """Copy the project's tracked and unignored files (not tests/) into `dest`, as a fresh git + DVC repo."""
+def copy_project(dest: Path, preset: str | None = None) -> Path:
+    """Copy the project's tracked and unignored files (not tests/) into `dest`, as a fresh git + DVC repo.
+
+    Its params.yaml reads the shared corpora by their absolute path (the committed relative root does not
+    reach them from a temporary folder), with `preset`'s values written out in full when one is given.
+    """
     for name in git("ls-files", "-co", "--exclude-standard", cwd=ROOT).splitlines():
         source = ROOT / name
         if source.is_file() and not name.startswith("tests/"):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
+    write_params(preset, [], dest / "params.yaml", root=str(data_root(ROOT)))
     git("init", "-q", cwd=dest)
     if not (dest / ".dvc" / "config").is_file():
         dvc("init", "-q", cwd=dest)
@@ -54,7 +60,25 @@ def entered(dest: Path) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(dest)
         patch.setenv(DATA_ENV, str(corpora))
+        patch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # `shortrun` for dvc.yaml
         uri = f"sqlite:///{dest / 'mlflow.db'}"
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("MLFLOW_REGISTRY_URI", uri)  # MLflow writes it to os.environ; the patch restores it
         yield dest
+
+
+def commit_placeholders(dest: Path) -> None:
+    """Record every stage of `dest` as up to date, with placeholder outputs and without running any.
+
+    Afterwards `dvc status` lists exactly the stages that a change to their inputs makes stale, which is
+    what a dependency test needs to see (in seconds, where running the stages would take minutes).
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(dest)) as repo:
+        paths = [Path(out.fs_path) for out in repo.index.outs]
+    for path in paths:
+        folder = path.parent if path.suffix else path
+        folder.mkdir(parents=True, exist_ok=True)
+        (path if path.suffix else path / "placeholder").write_text("{}\n")
+    dvc("commit", "--force", "--quiet", cwd=dest)

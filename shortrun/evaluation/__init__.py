@@ -8,4 +8,5 @@ Modules, one job each:
 - samples:     prior samples, reconstructions and interpolations as text;
 - suite:       everything above for one trained model, on one set of test sentences;
 - report:      the markdown comparison table, plots and their CSV data.
+- heldout:     the registry gate's number: an SRI generator's importance-sampled NLL on given sentences.
 """

@@ -14,25 +14,32 @@
   wider than the prior, and the result is widened by `LAPLACE_WIDTH`. Any full-support proposal gives an
   unbiased estimate of p(x); the chains and the curvature only make it a good one.
 All of them go through `importance.importance_sample`, which needs only log p(x, z) and the proposal.
+Each has an entry point of the suite's one estimator shape, (model, batch, settings) -> Estimate
+(`estimators.Estimator`): `exact`, `encoder_proposal`, `laplace_at_chain_mean`, `chain_proposal`.
 """
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from shortrun.config import LangevinConfig
+from shortrun.data.batching import Batch
+from shortrun.evaluation.estimators import Settings
 from shortrun.evaluation.importance import (
     Estimate,
     diagonal_normal_log_density,
     importance_sample,
     standard_normal_log_density,
 )
-from shortrun.evaluation.jacobian import LogDet, batched_jacobian, batched_log_det
+from shortrun.evaluation.jacobian import LogDet, batched_jacobian, batched_log_det, double_backward_ready
+from shortrun.evaluation.posterior import chain_gaussian, encoder_gaussian
 from shortrun.inference import short_run
-from shortrun.model import Generator, LanguageModel
+from shortrun.model import VAE, Generator, LanguageModel
+
+DECODER_ROWS = 512
+"""Sentence x sample rows per decoder pass of importance sampling (bounds the [rows, T, V] logits)."""
 
 LAPLACE_WIDTH = 1.15
 """SRI (b): standard deviations of the Laplace proposal are multiplied by this: the centre is a chain
@@ -76,7 +83,7 @@ def nll_hessian(generator: Generator, tokens: Tensor, z: Tensor, rows: int = 32)
         return torch.autograd.grad(nll.sum(), start, create_graph=True)[0]
 
     out = []
-    with _double_backward_ready(tokens.device):
+    with double_backward_ready(tokens.device):
         for lo in range(0, z.size(0), rows):
             index = torch.arange(lo, min(lo + rows, z.size(0)), device=z.device)
             out.append(batched_jacobian(lambda start, sub: gradient(start, index[sub]), z[index])[1])
@@ -117,7 +124,7 @@ def change_of_variables(generator: Generator, tokens: Tensor, langevin: Langevin
         def chain(start: Tensor, rows: Tensor, chunk: Tensor = chunk, noise: Tensor = noise) -> Tensor:
             return short_run(generator, chunk[rows], langevin, z0=start, noise=noise[:, rows], create_graph=True).z
 
-        with _double_backward_ready(tokens.device):
+        with double_backward_ready(tokens.device):
             z_end, log_abs_det = log_det(chain, z0)
         ends.append(z_end)
         log_q.append(standard_normal_log_density(z0) - log_abs_det)
@@ -125,15 +132,33 @@ def change_of_variables(generator: Generator, tokens: Tensor, langevin: Langevin
     return importance_sample(log_joint_fn(generator, tokens), z, torch.cat(log_q).reshape(samples, batch))
 
 
-def _double_backward_ready(device: torch.device) -> ExitStack:
-    """Kernels whose backward can be differentiated and batched for the Jacobian passes.
+def exact(lm: LanguageModel, batch: Batch, settings: Settings) -> Estimate:
+    """Estimator entry point, LM: its exact log p(x)."""
+    return lm_log_likelihood(lm, batch.tokens)
 
-    CUDA: cuDNN's LSTM has no double backward. CPU: oneDNN's LSTM backward has no batching rule, so the
-    batched backward would loop over the d cotangents for it; the native LSTM kernels batch.
-    """
-    stack = ExitStack()
-    if device.type == "cuda":
-        stack.enter_context(torch.backends.cudnn.flags(enabled=False))
-    else:
-        stack.enter_context(torch.backends.mkldnn.flags(enabled=False, allow_tf32=None))  # None: leave TF32 alone
-    return stack
+
+def encoder_proposal(vae: VAE, batch: Batch, settings: Settings) -> Estimate:
+    """Estimator entry point, VAE: importance sampling with the encoder's q(z|x) (the IWAE estimate)."""
+    mu, logvar = encoder_gaussian(vae, batch.tokens, batch.lengths)
+    return gaussian_importance(vae.generator, batch.tokens, mu, logvar, settings.evaluate.importance_samples,
+                               settings.rng, _rows_per_pass(batch))
+
+
+def laplace_at_chain_mean(generator: Generator, batch: Batch, settings: Settings) -> Estimate:
+    """Estimator entry point, SRI (b): the Laplace proposal centred on the mean of evaluate.proposal_chains
+    short-run end points at the `langevin` settings."""
+    center = chain_gaussian(generator, batch.tokens, settings.langevin, settings.evaluate.proposal_chains, settings.rng)[0]
+    return laplace(generator, batch.tokens, center, settings.evaluate.importance_samples, settings.rng,
+                   _rows_per_pass(batch))
+
+
+def chain_proposal(generator: Generator, batch: Batch, settings: Settings) -> Estimate:
+    """Estimator entry point, SRI (a): the short-run chain as proposal, its density by change of variables."""
+    cfg = settings.evaluate
+    return change_of_variables(generator, batch.tokens, settings.langevin, cfg.jacobian_samples, settings.rng,
+                               cfg.jacobian_batch_size)
+
+
+def _rows_per_pass(batch: Batch) -> int:
+    """Samples per decoder pass so that a pass scores at most DECODER_ROWS sentence x sample rows."""
+    return max(1, DECODER_ROWS // len(batch))

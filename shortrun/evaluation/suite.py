@@ -1,5 +1,12 @@
 """Everything the evaluate stage measures for one trained model, on one list of test sentences.
 
+Likelihood: the suite runs a list of estimators (`ESTIMATORS`, each of the one shape in `estimators`):
+every one that applies to the model, each on its first `sentences`. The first that applies is the
+model's reported estimate, the tightest: exact for the LM, annealed importance sampling (with its BDMC
+check) for latent models. Its numbers on the first evaluate.ais_sentences sentences are the model's
+top-level nll, ppl and nll_se (so every model reports on the same sentences); every other estimator
+reports its distance from it on the sentences both cover (`nll_minus_<name>`). Latent models also get posterior health, SRI the NLL-vs-K sweep, and samples.
+
 Sentences are processed in length-bucketed batches; every per-sentence result is put back at the
 sentence's position in the given dataset, so "the first n sentences" means the same sentences for
 every model and estimator. Randomness comes from one torch.Generator seeded with evaluate.seed.
@@ -9,19 +16,21 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from datasets import Dataset
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from shortrun.checkpoint import TrainedModel
 from shortrun.config import EvaluateConfig, LangevinConfig
 from shortrun.data.batching import Batch, make_batches
+from shortrun.evaluation import ais, bdmc, likelihood
+from shortrun.evaluation.estimators import Estimator, Settings
 from shortrun.evaluation.importance import Estimate
-from shortrun.evaluation.likelihood import change_of_variables, gaussian_importance, laplace, lm_log_likelihood
+from shortrun.evaluation.likelihood import DECODER_ROWS  # noqa: F401  (heldout and the benchmark size passes with it)
 from shortrun.evaluation.posterior import (
     active_units,
     chain_gaussian,
@@ -31,10 +40,28 @@ from shortrun.evaluation.posterior import (
     reconstruction_nll,
 )
 from shortrun.evaluation.samples import SampleSheet, decode_means, interpolation_path, prior_samples
-from shortrun.model import VAE, Generator, latent_generator
+from shortrun.model import VAE, Generator, LanguageModel, latent_generator
+from shortrun.monitor import aggregate_posterior, prior_health
 
-DECODER_ROWS = 512
-"""Sentence x sample rows per decoder pass of importance sampling (bounds the [rows, T, V] logits)."""
+
+def _is_latent(model: nn.Module) -> bool:
+    return latent_generator(model) is not None
+
+
+ESTIMATORS: list[Estimator] = [
+    Estimator("exact", "exact", likelihood.exact, lambda model: isinstance(model, LanguageModel)),
+    Estimator("ais", "annealed importance sampling from the prior (HMC)", ais.estimate, _is_latent,
+              sentences=lambda cfg: cfg.ais_sentences, describe=ais.describe, check=bdmc.check, headline=ais.headline),
+    Estimator("iwae", "importance sampling, encoder proposal", likelihood.encoder_proposal,
+              lambda model: isinstance(model, VAE)),
+    Estimator("laplace", "importance sampling, Laplace proposal at the short-run posterior mean (b)",
+              likelihood.laplace_at_chain_mean, lambda model: isinstance(model, Generator)),
+    Estimator("change_of_variables", "importance sampling, chain proposal by change of variables (a)",
+              likelihood.chain_proposal, lambda model: isinstance(model, Generator),
+              sentences=lambda cfg: cfg.jacobian_sentences,
+              batch_size=lambda cfg: max(1, cfg.jacobian_batch_size // cfg.jacobian_samples)),
+]
+"""Tightest first: the first entry that applies to a model is its reported estimate."""
 
 
 @dataclass
@@ -43,10 +70,21 @@ class ModelEvaluation:
 
     kind: str
     metrics: dict[str, Any]
-    estimate: Estimate  # per-sentence log p(x) of the model's main estimator, dataset order, on the CPU
+    estimates: dict[str, Estimate]  # per estimator, the reported one first: log p(x) of its first sentences, dataset order, CPU
+    labels: dict[str, str]  # per estimator: what the report calls it
     au_variance: Tensor | None = None  # [d] variance of the posterior mean per dimension
     nll_vs_k: list[dict[str, float]] = field(default_factory=list)
     samples: SampleSheet | None = None
+
+    @property
+    def reported(self) -> str:
+        """The name of the reported (tightest) estimator."""
+        return next(iter(self.estimates))
+
+    @property
+    def estimate(self) -> Estimate:
+        """The reported estimator's per-sentence log p(x)."""
+        return self.estimates[self.reported]
 
 
 def corpus_metrics(est: Estimate, lengths: Tensor) -> dict[str, float]:
@@ -84,56 +122,96 @@ def _estimate_all(dataset: Dataset, batch_size: int, device: torch.device, desc:
 
 
 def evaluate_model(trained: TrainedModel, dataset: Dataset, cfg: EvaluateConfig, langevin: LangevinConfig,
-                   device: torch.device, max_len: int) -> ModelEvaluation:
-    """Likelihood (and, for latent models, posterior health, the SRI estimators and samples) of one model."""
+                   device: torch.device, max_len: int, estimators: Sequence[Estimator] = ESTIMATORS) -> ModelEvaluation:
+    """Likelihood by every estimator of `estimators` that applies (and, for latent models, posterior health,
+    the NLL-vs-K sweep and samples) of one model; max_len bounds decoded and simulated sentences."""
     start = time.perf_counter()
     model = trained.model.to(device).eval()
     generator = latent_generator(model)
-    rng = torch.Generator(device=device).manual_seed(cfg.seed)
-    lengths = sentence_lengths(dataset)
-    if generator is None:
-        est = _estimate_all(dataset, cfg.batch_size, device, f"evaluate {trained.kind}",
-                            lambda b: lm_log_likelihood(model, b.tokens))
-        result = ModelEvaluation(trained.kind, corpus_metrics(est, lengths), _cpu(est))
-    else:
-        result = _evaluate_latent(trained, model, generator, dataset, cfg, langevin, device, rng, max_len)
+    settings = Settings(cfg, langevin, torch.Generator(device=device).manual_seed(cfg.seed))
+    rng = settings.rng
+    result = _likelihoods(trained.kind, model, dataset, settings, device, max_len,
+                          [est for est in estimators if est.applies(model)])
+    if generator is not None:
+        mu = _posterior_health(result, model, generator, dataset, settings, device)
+        if isinstance(model, Generator):
+            _nll_vs_k(result, model, dataset, settings, device)
+        result.samples = _sheet(trained, generator, dataset, mu, cfg, max_len)
     sheet = result.samples or SampleSheet(trained.kind)
     sheet.prior = prior_samples(model, generator, trained.vocab, cfg.num_prior_samples, max_len, rng)
     result.samples = sheet
+    if generator is not None:
+        result.metrics.update(prior_health(generator, cfg.health_samples, max_len, rng))
     result.metrics["seconds"] = time.perf_counter() - start
+    # numbers first, then one block per estimator
+    result.metrics = dict(sorted(result.metrics.items(), key=lambda item: isinstance(item[1], dict)))
     return result
 
 
-def _evaluate_latent(trained: TrainedModel, model: torch.nn.Module, generator: Generator, dataset: Dataset,
-                     cfg: EvaluateConfig, langevin: LangevinConfig, device: torch.device,
-                     rng: torch.Generator, max_len: int) -> ModelEvaluation:
+def _likelihoods(kind: str, model: nn.Module, dataset: Dataset, settings: Settings, device: torch.device,
+                 max_len: int, estimators: Sequence[Estimator]) -> ModelEvaluation:
+    """Every estimator on its first sentences: one metrics block each, the first one's numbers on top."""
+    if not estimators:
+        raise ValueError(f"no likelihood estimator in the list applies to the {kind} model")
+    cfg, lengths = settings.evaluate, sentence_lengths(dataset)
+    estimates: dict[str, Estimate] = {}
+    blocks: dict[str, dict[str, Any]] = {}
+    for est in estimators:
+        start = time.perf_counter()
+        subset = _first(dataset, est.sentences(cfg))
+        found = _estimate_all(subset, est.batch_size(cfg), device, f"evaluate {kind}: {est.name}",
+                              lambda batch, est=est: est.estimate(model, batch, settings))
+        block = {**corpus_metrics(found, lengths[:len(subset)]), "seconds": time.perf_counter() - start,
+                 **est.describe(cfg)}
+        if est.check is not None:
+            block.update(est.check(model, settings, max_len))
+        estimates[est.name], blocks[est.name] = _cpu(found), block
+    best = estimators[0]
+    for est in estimators[1:]:
+        blocks[est.name][f"nll_minus_{best.name}"] = nll_distance(estimates[est.name], estimates[best.name])
+    covered = len(estimates[best.name].log_likelihood)
+    shared = min(covered, cfg.ais_sentences or covered)  # every model's reported numbers: the same sentences
+    top = corpus_metrics(_head(estimates[best.name], shared), lengths[:shared])
+    metrics = {**top, **best.headline(blocks[best.name]), **blocks}
+    return ModelEvaluation(kind, metrics, estimates, {est.name: est.label for est in estimators})
+
+
+def nll_distance(estimate: Estimate, reference: Estimate) -> float:
+    """Mean NLL of `estimate` minus that of `reference` (nats per sentence) on the first sentences both cover."""
+    num = min(len(estimate.log_likelihood), len(reference.log_likelihood))
+    return float((reference.log_likelihood[:num] - estimate.log_likelihood[:num]).double().mean())
+
+
+def _head(est: Estimate, count: int) -> Estimate:
+    return Estimate(est.log_likelihood[:count], est.std_error[:count])
+
+
+def _first(dataset: Dataset, count: Optional[int]) -> Dataset:
+    return dataset.select(range(min(len(dataset), count or len(dataset))))
+
+
+def _posterior_health(result: ModelEvaluation, model: nn.Module, generator: Generator, dataset: Dataset,
+                      settings: Settings, device: torch.device) -> Tensor:
+    """recon, kl, mi, au and the aggregate posterior into result.metrics; returns the posterior means [N, d]."""
+    cfg, rng = settings.evaluate, settings.rng
     num, dim = len(dataset), generator.latent_dim
-    ll, se, rec = (torch.zeros(num, dtype=torch.float64, device=device) for _ in range(3))
+    rec = torch.zeros(num, dtype=torch.float64, device=device)
     mu, logvar = torch.zeros(num, dim, device=device), torch.zeros(num, dim, device=device)
-    for pos, batch in _batches(dataset, cfg.batch_size, device, f"evaluate {trained.kind}"):
-        fit = _posterior(model, generator, batch, cfg, langevin, rng)
-        chunk = max(1, DECODER_ROWS // len(batch))
-        if isinstance(model, VAE):
-            est = gaussian_importance(generator, batch.tokens, *fit, cfg.importance_samples, rng, chunk)
-        else:
-            est = laplace(generator, batch.tokens, fit[0], cfg.importance_samples, rng, chunk)
-        ll[pos], se[pos] = est.log_likelihood.double(), est.std_error.double()
+    for pos, batch in _batches(dataset, cfg.batch_size, device, f"evaluate {result.kind}: posterior"):
+        fit = _posterior(model, generator, batch, cfg, settings.langevin, rng)
         rec[pos] = reconstruction_nll(generator, batch.tokens, *fit, rng).double()
         mu[pos], logvar[pos] = fit
     noise = None if isinstance(model, VAE) else logvar.exp().mean(dim=0) / cfg.proposal_chains
     au, variance = active_units(mu, mean_noise=noise)
-    metrics = {
-        **corpus_metrics(Estimate(ll, se), sentence_lengths(dataset)),
+    result.metrics.update({
         "recon": float(rec.mean()),
         "kl": float(gaussian_kl(mu, logvar).mean()),
         "mi": mutual_information(mu, logvar, rng),
         "au": au,
-    }
-    result = ModelEvaluation(trained.kind, metrics, _cpu(Estimate(ll, se)), variance.cpu())
-    if not isinstance(model, VAE):
-        _add_sri_estimators(result, generator, dataset, cfg, langevin, device, rng)
-    result.samples = _sheet(trained, generator, dataset, mu, cfg, max_len)
-    return result
+        **aggregate_posterior(mu, logvar.exp()),  # the mixture of the q(z|x) against the prior
+    })
+    result.au_variance = variance.cpu()
+    return mu
 
 
 def _posterior(model: torch.nn.Module, generator: Generator, batch: Batch, cfg: EvaluateConfig,
@@ -144,37 +222,17 @@ def _posterior(model: torch.nn.Module, generator: Generator, batch: Batch, cfg: 
     return chain_gaussian(generator, batch.tokens, langevin, cfg.proposal_chains, rng)
 
 
-def _add_sri_estimators(result: ModelEvaluation, generator: Generator, dataset: Dataset, cfg: EvaluateConfig,
-                        langevin: LangevinConfig, device: torch.device, rng: torch.Generator) -> None:
-    """Both SRI estimators side by side: (a) on the first jacobian_sentences, and (b) against K."""
-    lengths = sentence_lengths(dataset)
-    main = {k: result.metrics[k] for k in ("nll", "ppl", "nll_se", "sentences")}
-    subset = dataset.select(range(min(len(dataset), cfg.jacobian_sentences or len(dataset))))
-    start = time.perf_counter()
-    per_pass = max(1, cfg.jacobian_batch_size // cfg.jacobian_samples)  # sentences per batch: a visible progress bar
-    cov = _estimate_all(subset, per_pass, device, "evaluate sri: change of variables", lambda b: change_of_variables(
-        generator, b.tokens, langevin, cfg.jacobian_samples, rng, cfg.jacobian_batch_size))
-    cov_metrics = corpus_metrics(cov, lengths[:len(subset)])
-    cov_metrics["seconds"] = time.perf_counter() - start
-    cov_metrics["laplace_nll"] = float(-result.estimate.log_likelihood[:len(subset)].mean())
-    result.metrics["laplace"] = main
-    result.metrics["change_of_variables"] = cov_metrics
-    sweep = dataset.select(range(min(len(dataset), cfg.k_sentences or len(dataset))))
+def _nll_vs_k(result: ModelEvaluation, generator: Generator, dataset: Dataset, settings: Settings,
+              device: torch.device) -> None:
+    """SRI: estimator (b) on the first k_sentences with the chain run for each K of evaluate.k_values."""
+    cfg = settings.evaluate
+    sweep = _first(dataset, cfg.k_sentences)
+    lengths = sentence_lengths(sweep)
     for steps in cfg.k_values:
-        laplace_k = _laplace_estimator(generator, langevin.model_copy(update={"steps": steps}), cfg, rng)
-        est = _estimate_all(sweep, cfg.batch_size, device, f"evaluate sri: K={steps}", laplace_k)
-        result.nll_vs_k.append({"k": steps, **corpus_metrics(est, lengths[:len(sweep)])})
-
-
-def _laplace_estimator(generator: Generator, langevin: LangevinConfig, cfg: EvaluateConfig,
-                       rng: torch.Generator) -> Callable[[Batch], Estimate]:
-    """SRI (b) for one batch, centred on the mean of proposal_chains chains run with `langevin`."""
-
-    def estimate(batch: Batch) -> Estimate:
-        center = chain_gaussian(generator, batch.tokens, langevin, cfg.proposal_chains, rng)[0]
-        return laplace(generator, batch.tokens, center, cfg.importance_samples, rng, max(1, DECODER_ROWS // len(batch)))
-
-    return estimate
+        chain = replace(settings, langevin=settings.langevin.model_copy(update={"steps": steps}))
+        est = _estimate_all(sweep, cfg.batch_size, device, f"evaluate sri: K={steps}",
+                            lambda batch, chain=chain: likelihood.laplace_at_chain_mean(generator, batch, chain))
+        result.nll_vs_k.append({"k": steps, **corpus_metrics(est, lengths)})
 
 
 def _cpu(est: Estimate) -> Estimate:

@@ -1,0 +1,189 @@
+"""SRI against its baselines on one preset's data and budget: learning curves and test likelihoods.
+
+    .venv/bin/python -m bench.model_comparison --out reports/comparison          # params.yaml's preset
+    .venv/bin/python -m bench.model_comparison --set train.epochs=2 --variants lm sri-chain
+
+Run it in a workspace whose `data/prepared` matches params.yaml (`dvc repro prepare`). Each variant
+trains from the same seed on the same batches with the preset's model and budget:
+
+    lm             the LSTM language model (exact likelihood)
+    vae            the Gaussian VAE (likelihood of its decoder under the N(0, I) prior, by AIS)
+    sri-endpoint   SRI, update on NLL(x | z_K) only (the paper's text)
+    sri-chain      SRI, update with every chain step's gradient and dropout in the chain (the authors' code)
+
+After every epoch the variant's validation likelihood is measured on the first --curve-sentences
+validation sentences (AIS with --curve-steps distributions for latent models), against the wall-clock
+seconds spent training so far. The epoch with the best validation likelihood is then scored on the
+first --test-sentences test sentences with the evaluate section's AIS settings: choices on
+validation, test numbers only for what was chosen. Writes comparison.json, comparison.md and
+curves.png to --out. Not part of `make bench` (it trains for the preset's full budget).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shortrun.config import EvaluateConfig, PipelineConfig
+from shortrun.data.batching import make_batches
+from shortrun.data.prepared import load_split, load_vocab
+from shortrun.evaluation import ais
+from shortrun.evaluation.estimators import Settings
+from shortrun.evaluation.importance import Estimate
+from shortrun.model import latent_generator
+from shortrun.params import PARAMS_FILE, apply_overrides, build_config, read_params
+from shortrun.paths import PREPARED
+from shortrun.training import Trainer
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "lm": ("lm", {}),
+    "vae": ("vae", {}),
+    "sri-endpoint": ("sri", {"train": {"chain_gradients": "endpoint"}, "langevin": {"chain_dropout": False}}),
+    "sri-chain": ("sri", {"train": {"chain_gradients": "chain"}, "langevin": {"chain_dropout": True}}),
+}
+
+
+@dataclass
+class Curve:
+    """One variant's training: (seconds, epoch, validation NLL) points and its best epoch's model."""
+
+    name: str
+    kind: str
+    cfg: PipelineConfig
+    points: list[dict[str, float]] = field(default_factory=list)
+    best_state: dict[str, Any] | None = None
+    best_nll: float = float("inf")
+    best_epoch: int = 0
+    model: nn.Module | None = None
+
+
+def variant_config(base: PipelineConfig, name: str) -> PipelineConfig:
+    """The base config with the variant's own settings."""
+    _, changes = VARIANTS[name]
+    updates = {section: getattr(base, section).model_copy(update=values) for section, values in changes.items()}
+    return base.model_copy(update=updates)
+
+
+def sentence_nll(model: nn.Module, sentences: Any, cfg: PipelineConfig, evaluate: EvaluateConfig) -> Estimate:
+    """Per-sentence log-likelihood estimates: exact for the LM, AIS for latent models (fixed seed)."""
+    settings = Settings(evaluate=evaluate, langevin=cfg.langevin, rng=torch.Generator().manual_seed(evaluate.seed))
+    parts = []
+    model.eval()
+    for batch in make_batches(sentences, evaluate.batch_size, shuffle=False):
+        if latent_generator(model) is None:
+            with torch.no_grad():
+                parts.append(Estimate.exact(-model.sentence_nll(batch.tokens).double()))
+        else:
+            parts.append(ais.estimate(model, batch, settings))
+    return Estimate.cat(parts)
+
+
+def train_variant(name: str, base: PipelineConfig, data: dict[str, Any], args: argparse.Namespace) -> Curve:
+    """Train one variant, measuring the validation likelihood after each epoch (not counted as training time)."""
+    cfg = variant_config(base, name)
+    curve = Curve(name=name, kind=VARIANTS[name][0], cfg=cfg)
+    curve_eval = cfg.evaluate.model_copy(update={"ais_steps": args.curve_steps, "ais_chains": 2})
+    trainer = Trainer(curve.kind, data["vocab_size"], cfg.model, cfg.langevin, cfg.train, progress=False,
+                      max_len=cfg.data.max_len)
+    clock = {"spent": 0.0, "since": time.perf_counter()}
+
+    def on_epoch(metrics: dict[str, float]) -> None:
+        clock["spent"] += time.perf_counter() - clock["since"]
+        est = sentence_nll(trainer.model, data["curve"], cfg, curve_eval)
+        nll, error = mean_nll(est)
+        curve.points.append({"seconds": round(clock["spent"], 1), "epoch": int(metrics["epoch"]), "valid_nll": nll,
+                             "valid_nll_se": error})
+        print(f"{name:13s} epoch {int(metrics['epoch'])}: {clock['spent']:7.1f} s trained, "
+              f"valid NLL {nll:.3f} ± {error:.3f}", flush=True)
+        if nll < curve.best_nll:
+            curve.best_nll, curve.best_epoch = nll, int(metrics["epoch"])
+            curve.best_state = copy.deepcopy(trainer.model.state_dict())
+        trainer.model.train()
+        clock["since"] = time.perf_counter()
+
+    trainer.on_epoch = on_epoch
+    trainer.run(data["train"], data["valid"])
+    trainer.model.load_state_dict(curve.best_state)
+    curve.model = trainer.model.eval()
+    return curve
+
+
+def mean_nll(est: Estimate) -> tuple[float, float]:
+    """Mean NLL per sentence and its standard error (from the per-sentence Monte-Carlo errors)."""
+    n = len(est.std_error)
+    return float(-est.log_likelihood.mean()), float(est.std_error.pow(2).sum().sqrt() / n)
+
+
+def plot_curves(curves: list[Curve], path: Path) -> None:
+    """Validation NLL against training seconds, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for curve in curves:
+        ax.plot([p["seconds"] for p in curve.points], [p["valid_nll"] for p in curve.points], marker="o",
+                label=curve.name)
+    ax.set_xlabel("training seconds (validation scoring excluded)")
+    ax.set_ylabel("validation NLL per sentence (nats)")
+    ax.set_title("exact for lm, AIS for latent models")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(curves: list[Curve], tests: dict[str, tuple[float, float]], base: PipelineConfig) -> str:
+    """The comparison as a markdown table."""
+    lines = [f"preset `{base.preset}`, {base.train.epochs} epochs, K = {base.langevin.steps}; "
+             f"test: AIS with {base.evaluate.ais_steps} distributions x {base.evaluate.ais_chains} chains",
+             "", "| variant | best epoch | valid NLL | test NLL | training s |", "|---|---|---|---|---|"]
+    for curve in curves:
+        test, error = tests[curve.name]
+        lines.append(f"| {curve.name} | {curve.best_epoch} | {curve.best_nll:.2f} | {test:.2f} ± {error:.2f} | "
+                     f"{curve.points[-1]['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default=PARAMS_FILE)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser.add_argument("--prepared", default=str(PREPARED))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--curve-sentences", type=int, default=50)
+    parser.add_argument("--curve-steps", type=int, default=50)
+    parser.add_argument("--test-sentences", type=int, default=100)
+    parser.add_argument("--out", default="reports/comparison")
+    args = parser.parse_args(argv)
+    raw = apply_overrides(read_params(args.params), args.overrides)
+    base = build_config(raw["preset"], {k: v for k, v in raw.items() if k != "preset"})
+    base = base.model_copy(update={"train": base.train.model_copy(update={"device": "cpu"})})
+    valid, test = load_split("valid", args.prepared), load_split("test", args.prepared)
+    data = {"vocab_size": len(load_vocab(args.prepared)), "train": load_split("train", args.prepared),
+            "valid": valid, "curve": valid.select(range(min(args.curve_sentences, len(valid)))),
+            "test": test.select(range(min(args.test_sentences, len(test))))}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curves = [train_variant(name, base, data, args) for name in args.variants]
+    tests = {c.name: mean_nll(sentence_nll(c.model, data["test"], c.cfg, c.cfg.evaluate)) for c in curves}
+    plot_curves(curves, out / "curves.png")
+    table = report(curves, tests, base)
+    (out / "comparison.md").write_text(table, encoding="utf-8")
+    (out / "comparison.json").write_text(json.dumps(
+        {c.name: {"curve": c.points, "best_epoch": c.best_epoch, "valid_nll": c.best_nll,
+                  "test_nll": tests[c.name][0], "test_nll_se": tests[c.name][1]} for c in curves}, indent=2))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

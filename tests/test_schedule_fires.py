@@ -1,0 +1,153 @@
+"""Scheduled runs really happen: a real `prefect server start`, then the pipeline on a short schedule,
+served by `shortrun serve --interval` and deployed from prefect.yaml to a process work pool.
+
+One server and one throwaway workspace (the `tiny` preset) serve both tests: the served schedule
+runs the pipeline for real, the work pool's scheduled run then finds every stage up to date. A
+schedule's runs are created by the server's scheduler (`auto_scheduled`); nothing is started by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+from uuid import UUID
+
+import pytest
+import yaml
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tests.processes import Processes, free_port, wait_healthy, wait_until
+from tests.workspace import copy_project, dvc, entered
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+RUN_TIMEOUT_S = 600  # the tiny pipeline took 7.5 min here on 2 cores shared with other jobs (load ~7)
+ACTIVE = {StateType.PENDING, StateType.RUNNING}
+
+
+@pytest.fixture(scope="module")
+def processes(tmp_path_factory) -> Iterator[Processes]:
+    started = Processes(tmp_path_factory.mktemp("logs"))
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Iterator[Path]:
+    with entered(copy_project(tmp_path_factory.mktemp("workspace"), preset="tiny")) as dest:
+        yield dest
+
+
+@dataclass
+class PrefectServer:
+    """A running `prefect server start`, the environment that points at it, and its log."""
+
+    env: dict[str, str]
+    proc: subprocess.Popen
+    processes: Processes
+
+    def log(self) -> str:
+        return self.processes.tail(self.proc)
+
+    def client(self) -> SyncPrefectClient:
+        with temporary_settings(updates={PREFECT_API_URL: self.env["PREFECT_API_URL"]}):
+            return get_client(sync_client=True)
+
+    def deployment_id(self, name: str) -> UUID | None:
+        with self.client() as api:
+            return next((d.id for d in api.read_deployments() if d.name == name), None)
+
+    def scheduled_runs(self, deployment_id: UUID) -> list[FlowRun]:
+        """The deployment's runs that its schedule created (none started by hand)."""
+        with self.client() as api:
+            runs = api.read_flow_runs(
+                flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])))
+        return [run for run in runs if run.auto_scheduled]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, processes, workspace) -> PrefectServer:
+    """A Prefect server started the documented way, on a free loopback port with a PREFECT_HOME of its own."""
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")), "PREFECT_API_URL": api_url,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
+           # `shortrun serve` and the worker ask for due runs every 2 s instead of 10 s: a shorter test, same path.
+           "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    proc = processes.start("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                      "--port", str(port)], workspace, env)
+    wait_healthy(api_url, proc, timeout_s=180, details=lambda: processes.tail(proc))
+    return PrefectServer(env, proc, processes)
+
+
+def completed_scheduled_run(server: PrefectServer, name: str, proc: subprocess.Popen) -> FlowRun:
+    """Wait for a scheduled run of deployment `name`, run by `proc`, to complete; fail at once if one fails.
+
+    Then pause the schedule and let a run that just started finish, so that `proc` may be stopped.
+    """
+    def details() -> str:
+        return f"--- {name}:\n{server.processes.tail(proc)}\n--- server:\n{server.log()}"
+
+    dep_id = wait_until(lambda: server.deployment_id(name), 120, f"deployment {name} created", details=details)
+    # The scheduler creates runs ahead of time; none at all means it is broken (e.g. SQLAlchemy 2.1).
+    wait_until(lambda: server.scheduled_runs(dep_id), 60, f"{name}: the server's scheduler created runs",
+               details=details)
+
+    def completed() -> FlowRun | None:
+        assert proc.poll() is None, f"{name}: the serving process exited\n{details()}"
+        runs = server.scheduled_runs(dep_id)
+        broken = [r for r in runs if r.state_type in (StateType.FAILED, StateType.CRASHED)]
+        assert not broken, f"scheduled run {broken[0].name} {broken[0].state_name}: {broken[0].state.message}\n{details()}"
+        return next((r for r in runs if r.state_type == StateType.COMPLETED), None)
+
+    run = wait_until(completed, RUN_TIMEOUT_S, f"a scheduled run of {name} Completed", interval_s=2, details=details)
+    with server.client() as api:
+        api.pause_deployment(dep_id)
+    wait_until(lambda: not any(r.state_type in ACTIVE for r in server.scheduled_runs(dep_id)), 120,
+               f"{name}: no run active after pausing", interval_s=2, details=details)
+    return run
+
+
+def assert_dvc_clean(workspace: Path) -> None:
+    assert json.loads(dvc("status", "--json", cwd=workspace)) == {}
+
+
+def test_served_schedule_runs_the_pipeline_to_completed(server, workspace, processes):
+    serve = processes.start("serve", [str(BIN / "shortrun"), "serve", "--interval", "10", "--name", "every-10s"],
+                            workspace, server.env)
+    run = completed_scheduled_run(server, "every-10s", serve)
+    processes.stop(serve)
+    assert run.auto_scheduled and run.flow_id is not None
+    assert (workspace / "models" / "sri").is_dir()  # the pipeline really ran here
+    assert_dvc_clean(workspace)
+
+
+def test_work_pool_worker_runs_the_scheduled_deployment(server, workspace, processes):
+    spec_path = workspace / "prefect.yaml"
+    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    (deployment,) = spec["deployments"]
+    deployment["schedules"] = [{"interval": 10, "active": True}]
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+
+    def prefect(*args: str) -> None:
+        done = processes.start(f"prefect-{args[0]}", [str(BIN / "prefect"), "--no-prompt", *args], workspace, server.env)
+        assert done.wait(timeout=120) == 0, processes.tail(done)
+
+    prefect("work-pool", "create", deployment["work_pool"]["name"], "--type", "process")
+    prefect("deploy", "--all")
+    worker = processes.start("worker", [str(BIN / "prefect"), "worker", "start", "--pool",
+                                        deployment["work_pool"]["name"]], workspace, server.env)
+    run = completed_scheduled_run(server, deployment["name"], worker)
+    processes.stop(worker)
+    assert run.auto_scheduled and run.work_pool_name == deployment["work_pool"]["name"]
+    assert_dvc_clean(workspace)
