@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test bench
+.PHONY: setup run test bench gpu-wheels gpu-check
 
 $(BIN)/shortrun: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,3 +21,25 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# The GPU check (docs/gpu.md). On a machine with a package index: `make gpu-wheels` downloads wheels of everything in
+# requirements.lock except torch into wheels/ (for GPU_PYTHON_VERSION on GPU_PLATFORMS; pip takes each tag as
+# written, so the list names every manylinux tag the node accepts). On the GPU node, with its
+# own Python and PyTorch: `make gpu-check` installs wheels/ (when present) into GPU_SITE, then runs the check.
+WHEELS := wheels
+GPU_PYTHON ?= python3
+GPU_SITE ?= /tmp/shortrun-gpu-site
+GPU_PYTHON_VERSION ?= 3.11
+GPU_PLATFORMS ?= manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
+GPU_CHECK_ARGS ?=
+
+gpu-wheels:
+	mkdir -p $(WHEELS)
+	grep -v '^torch==' requirements.lock > $(WHEELS)/requirements.txt
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: $(addprefix --platform ,$(GPU_PLATFORMS)) --implementation cp \
+		--python-version $(GPU_PYTHON_VERSION) -r $(WHEELS)/requirements.txt -d $(WHEELS)
+
+gpu-check:
+	if [ -f $(WHEELS)/requirements.txt ]; then $(GPU_PYTHON) -m pip install --quiet --no-index --no-deps \
+		--find-links $(WHEELS) --target $(GPU_SITE) -r $(WHEELS)/requirements.txt; fi
+	PYTHONPATH=$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) -m bench.gpu_check $(GPU_CHECK_ARGS)

@@ -155,9 +155,9 @@ def bench_rules(preset: str, device: torch.device) -> str:
             f"= {ratio:.2f} (target <= 1.5)")
 
 
-def matmul_gflops(rows: int, hidden: int, vocab: int, device: torch.device) -> float:
-    """GFLOP/s of a plain [rows, hidden] x [hidden, vocab] product: the best of repeated timings."""
-    a, b = torch.randn(rows, hidden, device=device), torch.randn(hidden, vocab, device=device)
+def matmul_gflops(rows: int, hidden: int, vocab: int, device: torch.device, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of a plain [rows, hidden] x [hidden, vocab] product in `dtype`: the best of repeated timings."""
+    a, b = torch.randn(rows, hidden, device=device, dtype=dtype), torch.randn(hidden, vocab, device=device, dtype=dtype)
     torch.mm(a, b)
     best, start = math.inf, time.perf_counter()
     while time.perf_counter() - start < MATMUL_SECONDS:

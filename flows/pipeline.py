@@ -8,6 +8,7 @@ date, so a run with nothing changed retrains nothing; Prefect's own result cachi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from shortrun.errors import ShortrunError
 from shortrun.params import updated_params, write_params
 from shortrun.paths import PREPARED
 from shortrun.registry import Registration
+from shortrun.sweep import sweep_tags
 from shortrun.tracking import PARENT_RUN_ENV, connect, git_commit
 from tasks import register as registration_step
 
@@ -90,7 +92,8 @@ def _run_pipeline(preset: str | None, overrides: list[str]) -> dict[str, Any]:
     commit = git_commit()
     tags = {"preset": cfg.preset, "git_commit": commit, "mlflow.source.git.commit": commit,
             "prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name),
-            "overrides": json.dumps(overrides)}
+            "overrides": json.dumps(overrides),
+            **sweep_tags(os.environ)}  # a sweep's trial: a child of the sweep's parent run (flows/sweep.py)
     with mlflow.start_run(run_name=f"pipeline-{cfg.preset}", tags=tags) as run:
         run_id = run.info.run_id
         logger.info(f"MLflow parent run {run_id} at {tracking_uri}")

@@ -44,6 +44,62 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_serve)
 
 
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="search params as trials (one pipeline run each, own workspace) under one MLflow run")
+    p.add_argument("file", nargs="?", help="sweep file, e.g. sweeps/chain.yaml (flags below override its keys)")
+    p.add_argument("--name", help="sweep name: MLflow parent run sweep-NAME, trials in .shortrun/sweeps/NAME/")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="try each value, e.g. --grid langevin.steps=5,10 (repeatable)")
+    p.add_argument("--random", action="append", default=[], metavar="KEY=DIST",
+                   help="draw from uniform(a,b), loguniform(a,b), randint(a,b) or choice(...), e.g. "
+                        "--random 'langevin.step_size=loguniform(0.1,1)' (repeatable)")
+    p.add_argument("--method", choices=("grid", "random"), help="default: random when any --random, else grid")
+    p.add_argument("--budget", type=int, help="number of trials (random: required; grid: the first N)")
+    p.add_argument("--seed", type=int, help="seed of the random draws (default 0)")
+    p.add_argument("--metric", help="validation metric to choose on, e.g. train.sri.best_valid_nll")
+    p.add_argument("--direction", choices=("minimize", "maximize"), help="default: minimize")
+    p.add_argument("--preset", help="preset every trial starts from (default: params.yaml as it is)")
+    p.add_argument("--set", dest="fixed", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param in every trial, e.g. --set train.epochs=1 (repeatable)")
+    p.add_argument("--parallel", type=int, default=1, help="trials run at once on this machine (default 1)")
+    p.add_argument("--trials-dir", type=Path, help="where trial workspaces go (default .shortrun/sweeps/NAME)")
+    p.add_argument("--command", default="shortrun run", help="what a trial runs in its workspace (default: shortrun run)")
+    p.add_argument("--pool", help="run trials as flow runs on this Prefect work pool (needs PREFECT_API_URL; docs/scaling.md)")
+    p.add_argument("--repo", help="with --pool: the git URL workers clone (default: this checkout's path)")
+    p.add_argument("--trial-timeout", type=float, metavar="SECONDS",
+                   help="with --pool: a trial not done this long after submission is marked Crashed and failed "
+                        "(a lost worker); default: wait")
+    p.set_defaults(handler=_sweep)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from flows.sweep import Sweep
+    from shortrun.sweep import build_sweep, load_sweep_file, parse_grid, parse_random
+
+    flags = {"name": args.name, "grid": parse_grid(args.grid), "random": parse_random(args.random),
+             "method": args.method, "budget": args.budget, "seed": args.seed, "metric": args.metric,
+             "direction": args.direction, "preset": args.preset, "fixed": args.fixed}
+    if args.file:
+        cfg = load_sweep_file(args.file, **flags)
+    elif not args.name:
+        raise ShortrunError("sweep: --name is required without a sweep file (it names the MLflow parent run)")
+    else:
+        cfg = build_sweep({k: v for k, v in flags.items() if v not in (None, [], {})}, "shortrun sweep")
+    sweep = Sweep(cfg, trials_dir=args.trials_dir, command=args.command, pool=args.pool, repo=args.repo,
+                  trial_timeout_s=args.trial_timeout)
+    results, chosen, report = sweep.run(args.parallel)
+    print(report.read_text(encoding="utf-8"))
+    print(f"shortrun: sweep report {report} and plot {report.with_suffix('.png')}")
+    if chosen is None:
+        raise ShortrunError(f"sweep {cfg.name}: no trial finished with {cfg.metric}")
+    failed = [r.trial.key for r in results if r.status != "finished"]
+    if failed:
+        print(f"{ERROR_PREFIX}sweep {cfg.name}: {len(failed)} of {len(results)} trials failed ({', '.join(failed)}); "
+              "run the sweep again to retry them", file=sys.stderr)
+        return 3
+    return 0
+
+
 def _add_params(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("params", help="write params.yaml in full: a preset's values, overrides and the data root")
     p.add_argument("--preset", help="start from this preset's values (tiny, yelp, ptb, ...); default: the file's own")
@@ -205,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_serve(sub)
     _add_params(sub)
+    _add_sweep(sub)
     _add_stage(sub)
     _add_register(sub)
     _add_model_commands(sub)

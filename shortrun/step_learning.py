@@ -90,8 +90,9 @@ class StepSizeLearner:
         if noise is None:
             noise = torch.randn(self.langevin.steps, tokens.size(0), generator.latent_dim, **like)
         sizes = self.log_sizes.to(**like).exp()
-        try:
-            elbo = chain_elbo(generator, tokens, self.langevin, sizes, temperature, z0, noise).mean()
+        try:  # in full precision even under train.precision bfloat16: a log-determinant needs it
+            with torch.autocast(tokens.device.type, enabled=False):
+                elbo = chain_elbo(generator, tokens, self.langevin, sizes, temperature, z0, noise).mean()
         except ChainDiverged as err:
             raise StepSizesDiverged(
                 f"step-size learning at sizes {_rounded(self.sizes)}: {err}; lower langevin.learn_steps_lr"

@@ -34,9 +34,10 @@ from shortrun.objectives import SRIObjective, StepContext, StepOutput, build_obj
 from shortrun.step_learning import StepSizesDiverged
 
 FORMAT = 1
-# params a resumed run may change: more epochs, which models the pipeline trains, where it runs, how many
-# prior samples the per-epoch diagnostics decode
-FREE_ON_RESUME = {("train", "epochs"), ("train", "models"), ("train", "device"), ("train", "health_samples")}
+# params a resumed run may change: more epochs, which models the pipeline trains, where and in which precision it
+# runs, how many prior samples the per-epoch diagnostics decode
+FREE_ON_RESUME = {("train", "epochs"), ("train", "models"), ("train", "device"), ("train", "precision"),
+                  ("train", "health_samples")}
 log = logging.getLogger("shortrun.training")
 EpochCallback = Callable[[dict[str, float]], None]
 BatchCallback = Callable[[int, int, float], None]
@@ -158,6 +159,7 @@ class Trainer:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.on_epoch, self.on_batch, self.progress = on_epoch, on_batch, progress
         self.device = resolve_device(train.device)
+        self.bfloat16 = train.precision == "bfloat16" and self.device.type == "cuda"  # CUDA only (TrainConfig)
         torch.manual_seed(train.seed)
         self.model = build_model(kind, vocab_size, model_cfg).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr)
@@ -238,7 +240,8 @@ class Trainer:
         """One optimizer step on `batch` (in train mode); non-finite values raise TrainingError naming `where`."""
         self.optimizer.zero_grad(set_to_none=True)  # before the objective: it may accumulate gradients itself
         try:
-            out = self.objective.train_step(self.model, batch, ctx)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bfloat16):
+                out = self.objective.train_step(self.model, batch, ctx)
         except (ChainDiverged, StepSizesDiverged) as err:
             raise TrainingError(f"{where}: {err}") from None
         loss = float(out.loss.detach())

@@ -1,8 +1,9 @@
 """The evaluate stage: every trained model on the same test sentences, side by side.
 
 Reads models/<kind>/ for every kind in train.models and the first evaluate.num_sentences sentences of
-data/prepared/test. Writes metrics/evaluate.json (one nested file: per model nll, ppl, nll_se and, for
-latent models, recon, kl, mi, au; for SRI both likelihood estimators), plots/evaluate/ (NLL vs K for SRI,
+data/prepared/test. Writes metrics/evaluate.json (one nested file: per model the reported, tightest
+likelihood estimate nll, ppl, nll_se (latent models: AIS, with ais_steps and its BDMC gap) and one block
+per estimator that ran; for latent models recon, kl, mi, au), plots/evaluate/ (NLL vs K for SRI,
 per-dimension posterior-mean variance for the active units; PNG + CSV) and reports/evaluate/
 (comparison.md, samples_<kind>.txt), and logs all of it to MLflow. See docs/evaluation.md.
 """

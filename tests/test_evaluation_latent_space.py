@@ -18,7 +18,8 @@ MODEL = ModelConfig(latent_dim=3, emb_dim=8, hidden_dim=16, encoder_hidden_dim=1
 LANGEVIN = LangevinConfig(steps=3)
 VOCAB = Vocab(f"w{i}" for i in range(16))
 EVALUATE = EvaluateConfig(num_sentences=12, importance_samples=4, jacobian_sentences=2, jacobian_samples=2,
-                          proposal_chains=2, k_values=[2], k_sentences=4, batch_size=4, health_samples=30)
+                          proposal_chains=2, k_values=[2], k_sentences=4, batch_size=4, health_samples=30,
+                          ais_steps=3, ais_chains=2, bdmc_sentences=2)
 MAX_LEN = 6
 
 

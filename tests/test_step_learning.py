@@ -190,6 +190,7 @@ def test_learned_sizes_are_saved_reloaded_and_used_by_export_and_serving(tmp_pat
     assert saved == pytest.approx(learned, rel=1e-12)
     row = list(csv.DictReader(Path("plots/train/sri.csv").open()))[-1]
     assert [float(row[f"step_size_{i}"]) for i in range(cfg.langevin.steps)] == pytest.approx(learned)
+    assert float(row["step_elbo"]) < 0  # a bound on the log-probability of a sentence
 
     export.run(cfg, "sri")
     exported = pd.read_parquet(Path("latents/sri/test.parquet"))

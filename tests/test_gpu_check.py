@@ -1,0 +1,79 @@
+"""The GPU check's CPU fallback: `python -m bench.gpu_check --device cpu --sizes tiny` runs every part on the tiny
+sizes and writes its figures (the real run is `make gpu-check` on a CUDA machine, docs/gpu.md)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.gpu_check import TRAIN_EPOCHS, check
+from shortrun.config import LangevinConfig, ModelConfig, TrainConfig
+from shortrun.data.batching import collate
+from shortrun.objectives import StepContext
+from shortrun.training import Trainer
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu_check") / "figures.json"
+    assert check(["--device", "cpu", "--sizes", "tiny", "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_the_cpu_fallback_writes_every_part(report):
+    assert report["device"] == "cpu" and report["sizes"] == "tiny"
+    assert set(report) >= {"tests", "throughput", "training", "evaluation", "part_seconds", "seconds"}
+    assert set(report["part_seconds"]) == {"tests", "throughput", "training", "evaluation"}
+    assert all(seconds > 0 for seconds in report["part_seconds"].values())
+
+
+def test_the_cuda_tests_ran_and_skipped_without_a_gpu(report):
+    tests = report["tests"]
+    assert tests["exit_code"] == 0
+    if not torch.cuda.is_available():
+        assert "skipped" in tests["summary"] and "failed" not in tests["summary"] and "passed" not in tests["summary"]
+
+
+def test_throughput_has_positive_rates_for_every_model_and_the_matmul(report):
+    tiny = report["throughput"]["tiny"]
+    for kind in ("sri", "vae", "lm"):
+        assert tiny[kind]["tokens_per_s"] > 0 and tiny[kind]["step_ms"] > 0 and tiny[kind]["peak_mib"] > 0, kind
+    assert tiny["sri"]["tflops"] > 0 and tiny["matmul_bf16_tflops"] > 0 and tiny["sri_over_matmul"] > 0
+
+
+def test_training_reports_a_finite_validation_nll_per_epoch(report):
+    training = report["training"]
+    assert training["preset"] == "tiny" and training["train_sentences"] == 300
+    assert [row["epoch"] for row in training["epochs"]] == list(range(1, TRAIN_EPOCHS + 1))
+    assert all(0 < row["valid_nll"] < 1e4 and 0 < row["train_seconds"] < row["seconds"] for row in training["epochs"])
+
+
+def test_evaluation_times_both_sri_estimators(report):
+    ev = report["evaluation"]
+    assert ev["batched_sentences_per_s"] > 0 and ev["laplace_sentences_per_s"] > 0
+    assert 0 < ev["batched_nll"] < 1e4 and 0 < ev["laplace_nll"] < 1e4
+    assert ev["max_gap_nats"] >= 0
+
+
+def test_cuda_on_a_machine_without_one_is_a_one_line_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert check(["--device", "cuda", "--sizes", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--device cuda" in err and "--device cpu" in err
+
+
+def test_bfloat16_precision_is_cuda_only_so_a_cpu_step_is_unchanged():
+    """train.precision bfloat16 (what the check compares on CUDA) leaves CPU training exactly as float32."""
+    model = ModelConfig(latent_dim=4, emb_dim=8, hidden_dim=16, encoder_hidden_dim=8)
+    batch = collate([[4, 5, 6], [7, 8], [9, 10, 11, 12]])
+    steps = {}
+    for precision in ("float32", "bfloat16"):
+        trainer = Trainer("sri", 13, model, LangevinConfig(steps=3), TrainConfig(device="cpu", precision=precision),
+                          progress=False)
+        trainer.model.train()
+        loss = trainer.step(batch, StepContext(temperature=0.2, global_step=0), where="test")[1]
+        steps[precision] = (loss, [param.detach().clone() for param in trainer.model.parameters()])
+    assert steps["bfloat16"][0] == steps["float32"][0]
+    assert all(torch.equal(a, b) for a, b in zip(steps["bfloat16"][1], steps["float32"][1]))

@@ -1,0 +1,118 @@
+"""`shortrun sweep --pool`: trials as flow runs on a Prefect work pool, picked up by two real workers.
+
+A real `prefect server start` on a free loopback port, a process work pool, two `prefect worker start
+--limit 1` processes (each with a trials folder of its own) and the cheap trial command of
+tests/sweep_trial.py: both trials run at the same time, one on each worker, each in its own clone, and
+both runs are children of the sweep's MLflow parent run. Then a worker is killed in the middle of a
+trial, and the sweep still ends, reporting that trial failed. Every process is stopped by pid.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tests.processes import Processes, free_port, wait_healthy, wait_until
+from tests.workspace import copy_project, entered
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+TRIAL = Path(__file__).with_name("sweep_trial.py")
+METRIC = "train.sri.best_valid_nll"
+
+
+@dataclass
+class Pool:
+    workspace: Path
+    env: dict[str, str]
+    processes: Processes
+    workers: dict[str, subprocess.Popen]
+    root: Path
+
+    def sweep(self, name: str, *args: str) -> list[str]:
+        return [str(BIN / "shortrun"), "sweep", "--name", name, "--set", "langevin.step_size=0.5", "--metric", METRIC,
+                "--pool", "trials", "--command", f"{sys.executable} {TRIAL}", *args]
+
+    def clones(self, worker: str, sweep: str) -> list[Path]:
+        return sorted((self.root / f"worker-{worker}" / "trials" / sweep).glob("trial-*/"))
+
+    def flow_runs(self, tag: str) -> list:
+        with temporary_settings(updates={PREFECT_API_URL: self.env["PREFECT_API_URL"]}), \
+                get_client(sync_client=True) as api:
+            return api.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+
+    def logs(self) -> str:
+        return "\n".join(f"--- worker {n}\n{self.processes.tail(w)}" for n, w in self.workers.items())
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pool")
+    processes = Processes(root)
+    try:
+        with entered(copy_project(root / "ws", preset="tiny")) as workspace:
+            port = free_port()
+            api_url = f"http://127.0.0.1:{port}/api"
+            env = {**os.environ, "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": api_url,
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
+                   "PREFECT_WORKER_QUERY_SECONDS": "2"}
+            server = processes.start("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                                "--port", str(port)], workspace, env)
+            wait_healthy(api_url, server, timeout_s=180, details=lambda: processes.tail(server))
+            created = subprocess.run([str(BIN / "prefect"), "--no-prompt", "work-pool", "create", "trials", "--type",
+                                      "process"], cwd=workspace, env=env, capture_output=True, text=True, timeout=120)
+            assert created.returncode == 0, created.stdout + created.stderr
+            workers = {}
+            for name in ("a", "b"):
+                folder = root / f"worker-{name}"
+                folder.mkdir()
+                workers[name] = processes.start(
+                    f"worker-{name}", [str(BIN / "prefect"), "worker", "start", "--pool", "trials", "--limit", "1"],
+                    folder, {**env, "SHORTRUN_TRIALS_DIR": str(folder / "trials")})
+            yield Pool(workspace, env, processes, workers, root)
+    finally:
+        processes.stop_all()
+
+
+def test_trials_run_in_parallel_on_two_workers_of_a_pool(pool):
+    done = subprocess.run(pool.sweep("par", "--grid", "langevin.steps=5,7"), cwd=pool.workspace, env=pool.env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr + pool.logs()
+
+    assert [len(pool.clones(worker, "par")) for worker in ("a", "b")] == [1, 1]  # one trial on each worker
+    client = MlflowClient()
+    (parent,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                   filter_string="attributes.run_name = 'sweep-par'")
+    runs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    flow_runs = pool.flow_runs("sweep:par")
+    assert sorted(r.state_name for r in flow_runs) == ["Completed", "Completed"]
+    first, second = sorted(flow_runs, key=lambda r: r.start_time)
+    assert second.start_time < first.end_time  # the two trials ran at the same time
+    chosen = next(r for r in runs if r.info.run_id == parent.data.tags["sweep.chosen_run_id"])
+    assert chosen.data.metrics[METRIC] == 0.5  # |7 - 7| + step size: the better trial on validation
+    assert "langevin.steps=7" in parent.data.tags["sweep.chosen_overrides"]
+
+
+def test_a_worker_killed_mid_trial_ends_the_sweep_with_the_trial_reported_failed(pool):
+    """langevin.steps=11 hangs; its worker is killed while it runs, and the sweep gives up on it after the timeout."""
+    sweep = pool.processes.start("sweep-lost", pool.sweep("lost", "--grid", "langevin.steps=11", "--trial-timeout", "60"),
+                                 pool.workspace, pool.env)
+    running = wait_until(lambda: [w for w in pool.workers if pool.clones(w, "lost")], 120,
+                         "the hanging trial started on a worker", details=pool.logs)
+    pool.processes.stop(pool.workers[running[0]])
+    assert sweep.wait(timeout=300) == 2  # no trial finished
+    report = (pool.workspace / ".shortrun" / "sweeps" / "lost" / "sweep.md").read_text()
+    assert "failed: flow run marked Crashed: no result within 60 s of submission (its worker lost?)" in report
+    assert "sweep lost: no trial finished" in pool.processes.tail(sweep)
+    assert [r.state_name for r in pool.flow_runs("sweep:lost")] == ["Crashed"]
