@@ -148,7 +148,8 @@ def two_epochs(cfg: PipelineConfig, vocab: Vocab, train_set: Any, valid_set: Any
 
     outcome = train_model("sri", len(vocab), train_set, valid_set, cfg.model, cfg.langevin, cfg.train,
                           on_epoch=on_epoch, on_batch=on_batch, progress=False, max_len=cfg.data.max_len)
-    figures = {"preset": cfg.preset, "precision": cfg.train.precision, "train_sentences": len(train_set), "valid_sentences": len(valid_set),
+    figures = {"preset": cfg.preset, "precision": cfg.train.precision, "train_sentences": len(train_set),
+               "valid_sentences": len(valid_set),
                "steps_k": cfg.langevin.steps, "epochs": epochs, "seconds": outcome.seconds}
     return outcome.model, figures
 
@@ -173,15 +174,17 @@ def table(report: dict[str, Any]) -> list[str]:
         for kind in [key for key in figures if isinstance(figures[key], dict)]:
             row = figures[kind]
             tflops = f"{row['tflops']:8.2f}" if "tflops" in row else " " * 8
-            lines.append(f"{preset:10} {kind:5} {row['tokens_per_s']:10.0f} {row['step_ms']:8.1f} {tflops} {row['peak_mib']:9.0f}")
+            lines.append(f"{preset:10} {kind:5} {row['tokens_per_s']:10.0f} {row['step_ms']:8.1f} {tflops} "
+                         f"{row['peak_mib']:9.0f}")
         ratios = ", ".join(f"{key[:-len('_over_matmul')]} {value:.2f}" for key, value in figures.items()
                            if key.endswith("_over_matmul"))
         lines.append(f"{preset:10} bf16 matmul {figures['matmul_bf16_tflops']:.2f} TFLOP/s; step / matmul: {ratios} "
                      "(target >= 0.5)")
     for train in [report[key] for key in ("training", "training_bfloat16") if key in report]:
         for row in train["epochs"]:
-            lines.append(f"{train['preset']} ({train['precision']}) epoch {row['epoch']}: valid NLL {row['valid_nll']:.3f}, "
-                         f"{row['train_seconds']:.1f} s training (target <= 30 s on the GPU), {row['seconds']:.1f} s with validation")
+            lines.append(f"{train['preset']} ({train['precision']}) epoch {row['epoch']}: valid NLL "
+                         f"{row['valid_nll']:.3f}, {row['train_seconds']:.1f} s training (target <= 30 s on the GPU), "
+                         f"{row['seconds']:.1f} s with validation")
     if "bfloat16_valid_nll_change" in report:
         lines.append(f"bfloat16 training moves the last validation NLL by {report['bfloat16_valid_nll_change']:+.3f} nats "
                      f"(target within {BFLOAT16_NLL_TOLERANCE})")

@@ -64,9 +64,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "model": {"latent_dim": 8, "emb_dim": 32, "hidden_dim": 64, "encoder_hidden_dim": 64},
         "langevin": {"steps": 5},
-        "train": {"epochs": 2, "batch_size": 32, "kl_anneal_steps": 10},
+        "train": {"epochs": 2, "batch_size": 32, "kl_anneal_steps": 10, "health_samples": 50},
         "evaluate": {
             "num_sentences": 32,
+            "ais_sentences": 32,
+            "ais_steps": 20,
+            "bdmc_sentences": 4,
+            "health_samples": 50,
             "importance_samples": 8,
             "jacobian_sentences": 8,
             "proposal_chains": 4,
@@ -77,6 +81,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "export": {"chains": 2},
         "classify": {"budgets": [100, 500], "seeds": 2, "c_grid": [0.1, 1.0, 10.0]},
+        # its own 300-word vocabulary: a champion of its own, apart from the yelp preset's on the same corpus
+        "registry": {"generator_name": "shortrun-tiny-generator", "classifier_name": "shortrun-tiny-classifier"},
     },
     "yelp": {
         "data": {**_YELP_DATA, "max_valid": 2000},

@@ -22,8 +22,8 @@ from shortrun.tracking import TrackingUnavailable
 from tests.workspace import copy_project, dvc as _dvc, entered, git as _git
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERATOR = "shortrun-generator-short_yelp"  # one registered generator per corpus (the tiny preset's: short Yelp)
-CLASSIFIER = "shortrun-classifier-short_yelp"
+GENERATOR = "shortrun-tiny-generator-short_yelp"  # one registered generator per corpus; tiny has names of its own
+CLASSIFIER = "shortrun-tiny-classifier-short_yelp"
 
 
 @pytest.fixture(scope="module")

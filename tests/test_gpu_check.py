@@ -2,12 +2,13 @@
 sizes and writes its figures (the real run is `make gpu-check` on a CUDA machine, docs/gpu.md)."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
 
-from bench.gpu_check import TRAIN_EPOCHS, check
+from bench.gpu_check import TRAIN_EPOCHS, check, table
 from shortrun.config import LangevinConfig, ModelConfig, TrainConfig
 from shortrun.data.batching import collate
 from shortrun.objectives import StepContext
@@ -54,6 +55,18 @@ def test_evaluation_times_both_sri_estimators(report):
     assert ev["batched_sentences_per_s"] > 0 and ev["laplace_sentences_per_s"] > 0
     assert 0 < ev["batched_nll"] < 1e4 and 0 < ev["laplace_nll"] < 1e4
     assert ev["max_gap_nats"] >= 0
+
+
+def test_the_table_shows_the_cuda_only_figures(report):
+    """On CUDA the report also holds the bfloat16 SRI step and training run; the table prints them."""
+    cuda = copy.deepcopy(report)
+    tiny = cuda["throughput"]["tiny"]
+    tiny["sri_bfloat16"], tiny["sri_bfloat16_over_matmul"] = dict(tiny["sri"]), 0.75
+    cuda["training_bfloat16"] = {**cuda["training"], "precision": "bfloat16"}
+    cuda["bfloat16_valid_nll_change"] = 0.02
+    lines = "\n".join(table(cuda))
+    assert "tiny       sri_bfloat16" in lines and "sri_bfloat16 0.75" in lines
+    assert f"tiny (bfloat16) epoch {TRAIN_EPOCHS}" in lines and "by +0.020 nats" in lines
 
 
 def test_cuda_on_a_machine_without_one_is_a_one_line_error(capsys):
