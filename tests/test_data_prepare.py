@@ -1,7 +1,6 @@
 """The `prepare` stage on the tiny preset: prepared layout, metrics, plots, MLflow run, errors, and `dvc repro`."""
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -1,7 +1,6 @@
 """The batched log |det dz_K/dz_0| of short-run chains against slow references, and estimator (a) around it."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from shortrun.config import LangevinConfig, ModelConfig
@@ -16,15 +15,6 @@ from shortrun.model import Generator
 V = 12
 CFG = ModelConfig(latent_dim=4, emb_dim=8, hidden_dim=16, encoder_hidden_dim=16, dropout_emb=0.0, dropout_out=0.0)
 LANGEVIN = LangevinConfig(steps=5, temperature=0.3)
-
-
-@pytest.fixture
-def float64():
-    """The chain's own tensors (LSTM state, z0) use the default dtype: make it float64 for exact comparisons."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def small_generator(seed: int = 0) -> Generator:

@@ -2,7 +2,6 @@
 bounds, the guard that stops a run, and learned sizes that travel with the model into export and serving."""
 from __future__ import annotations
 
-import contextlib
 import csv
 from pathlib import Path
 
@@ -15,14 +14,13 @@ import torch
 from shortrun.checkpoint import load_checkpoint, load_trained
 from shortrun.config import LangevinConfig, ModelConfig
 from shortrun.data.batching import collate
-from shortrun.data.prepared import SPLITS, labeled_budgets, load_labeled, load_split, load_vocab
+from shortrun.data.prepared import SPLITS, labeled_budgets, load_labeled, load_split
 from shortrun.errors import ConfigError, TrainingError
 from shortrun.evaluation.jacobian import batched_log_det, replicated_log_det
 from shortrun.inference import short_run, step_sizes
 from shortrun.latents import default_device, encode_splits
 from shortrun.model import Generator
 from shortrun.params import build_config, data_root
-from shortrun.paths import PREPARED
 from shortrun.serving import log_generator
 from shortrun.step_learning import StepSizeLearner, chain_elbo
 from shortrun.training import train_model
@@ -33,15 +31,6 @@ V = 12
 CFG = ModelConfig(latent_dim=4, emb_dim=8, hidden_dim=16, encoder_hidden_dim=16, dropout_emb=0.0, dropout_out=0.0)
 CHAIN = LangevinConfig(steps=4, learn_steps=True, learn_steps_lr=0.02, learn_steps_sentences=4)
 TEMPERATURE = 0.3
-
-
-@pytest.fixture
-def float64():
-    """The chain's own tensors (LSTM state) use the default dtype: float64 for finite differences."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def small_generator(seed: int = 0) -> Generator:
@@ -136,18 +125,6 @@ def test_a_chain_inherits_learned_sizes_only_when_it_runs_the_trained_chain() ->
     own = LangevinConfig(steps=3, learned_sizes=[0.1, 0.1, 0.1])
     assert own.inherit_sizes(trained) is own
     assert step_sizes(LangevinConfig(steps=3).inherit_sizes(trained)) == [0.9, 0.3, 0.2]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The tiny preset's prepared data."""
-    cfg = build_config("tiny")
-    folder, root = tmp_path_factory.mktemp("tiny"), data_root()
-    with contextlib.chdir(folder):
-        prepare(cfg.data, root)
-    prepared = folder / PREPARED
-    return {"cfg": cfg, "vocab": load_vocab(prepared), "train": load_split("train", prepared),
-            "valid": load_split("valid", prepared)}
 
 
 def test_diverging_learned_sizes_stop_training_naming_step_epoch_and_setting(tiny: dict, tmp_path: Path) -> None:

@@ -1,7 +1,6 @@
 """The trainer on the tiny preset: losses fall, runs are deterministic, resume is exact, bad runs stop cleanly."""
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
@@ -10,24 +9,8 @@ import torch
 
 from shortrun.checkpoint import load_checkpoint, load_trained, write_model_files
 from shortrun.config import PipelineConfig
-from shortrun.data.prepared import load_split, load_vocab
 from shortrun.errors import TrainingError
-from shortrun.params import build_config, data_root
-from shortrun.paths import PREPARED
 from shortrun.training import epoch_temperature, train_model, validation_batches
-from tasks.prepare import prepare
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The tiny preset's prepared data (300 train / 100 valid sentences)."""
-    cfg = build_config("tiny")
-    folder, root = tmp_path_factory.mktemp("tiny"), data_root()
-    with contextlib.chdir(folder):
-        prepare(cfg.data, root)
-    prepared = folder / PREPARED
-    return {"cfg": cfg, "vocab": load_vocab(prepared), "train": load_split("train", prepared),
-            "valid": load_split("valid", prepared)}
 
 
 def config(tiny: dict, **train) -> PipelineConfig:

@@ -13,9 +13,9 @@ from datasets import Dataset
 from shortrun.config import HeldOutConfig, LangevinConfig
 from shortrun.data.batching import make_batches
 from shortrun.evaluation.importance import Estimate
-from shortrun.evaluation.likelihood import laplace
+from shortrun.evaluation.likelihood import laplace, rows_per_pass
 from shortrun.evaluation.posterior import chain_gaussian
-from shortrun.evaluation.suite import DECODER_ROWS, corpus_metrics, sentence_lengths
+from shortrun.evaluation.suite import corpus_metrics, sentence_lengths
 from shortrun.model import Generator
 
 
@@ -33,7 +33,7 @@ def heldout_likelihood(generator: Generator, dataset: Dataset, langevin: Langevi
     for batch in make_batches(dataset, cfg.batch_size, shuffle=False):
         tokens = batch.to(device).tokens
         center = chain_gaussian(generator, tokens, langevin, cfg.proposal_chains, rng)[0]
-        parts.append(laplace(generator, tokens, center, cfg.importance_samples, rng, max(1, DECODER_ROWS // len(batch))))
+        parts.append(laplace(generator, tokens, center, cfg.importance_samples, rng, rows_per_pass(batch)))
     estimate = Estimate.cat(parts)
     # make_batches reorders sentences by length; the mean, its error and the perplexity do not depend on order.
     return corpus_metrics(estimate, sentence_lengths(dataset))

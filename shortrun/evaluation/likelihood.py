@@ -141,7 +141,7 @@ def encoder_proposal(vae: VAE, batch: Batch, settings: Settings) -> Estimate:
     """Estimator entry point, VAE: importance sampling with the encoder's q(z|x) (the IWAE estimate)."""
     mu, logvar = encoder_gaussian(vae, batch.tokens, batch.lengths)
     return gaussian_importance(vae.generator, batch.tokens, mu, logvar, settings.evaluate.importance_samples,
-                               settings.rng, _rows_per_pass(batch))
+                               settings.rng, rows_per_pass(batch))
 
 
 def laplace_at_chain_mean(generator: Generator, batch: Batch, settings: Settings) -> Estimate:
@@ -149,7 +149,7 @@ def laplace_at_chain_mean(generator: Generator, batch: Batch, settings: Settings
     short-run end points at the `langevin` settings."""
     center = chain_gaussian(generator, batch.tokens, settings.langevin, settings.evaluate.proposal_chains, settings.rng)[0]
     return laplace(generator, batch.tokens, center, settings.evaluate.importance_samples, settings.rng,
-                   _rows_per_pass(batch))
+                   rows_per_pass(batch))
 
 
 def chain_proposal(generator: Generator, batch: Batch, settings: Settings) -> Estimate:
@@ -159,6 +159,6 @@ def chain_proposal(generator: Generator, batch: Batch, settings: Settings) -> Es
                                cfg.jacobian_batch_size)
 
 
-def _rows_per_pass(batch: Batch) -> int:
+def rows_per_pass(batch: Batch) -> int:
     """Samples per decoder pass so that a pass scores at most DECODER_ROWS sentence x sample rows."""
     return max(1, DECODER_ROWS // len(batch))

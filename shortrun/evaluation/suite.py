@@ -30,7 +30,6 @@ from shortrun.data.batching import Batch, make_batches
 from shortrun.evaluation import ais, bdmc, likelihood
 from shortrun.evaluation.estimators import Estimator, Settings
 from shortrun.evaluation.importance import Estimate
-from shortrun.evaluation.likelihood import DECODER_ROWS  # noqa: F401  (heldout and the benchmark size passes with it)
 from shortrun.evaluation.posterior import (
     active_units,
     chain_gaussian,
