@@ -105,7 +105,6 @@ def train_variant(name: str, base: PipelineConfig, data: dict[str, Any], args: a
         if nll < curve.best_nll:
             curve.best_nll, curve.best_epoch = nll, int(metrics["epoch"])
             curve.best_state = copy.deepcopy(trainer.model.state_dict())
-        trainer.model.train()
         clock["since"] = time.perf_counter()
 
     trainer.on_epoch = on_epoch

@@ -49,4 +49,4 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
         prepare(cfg.data, root)
     prepared = folder / PREPARED
     return {"cfg": cfg, "vocab": load_vocab(prepared), "train": load_split("train", prepared),
-            "valid": load_split("valid", prepared)}
+            "valid": load_split("valid", prepared), "prepared": prepared}
