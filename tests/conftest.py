@@ -1,9 +1,13 @@
 """Shared test setup: one torch thread per test process keeps tiny models fast on 2-core machines."""
 import contextlib
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
 
+import mlflow.tracking._model_registry.utils as mlflow_registry_state
+import mlflow.tracking._tracking_service.utils as mlflow_tracking_state
+import mlflow.tracking.fluent as mlflow_fluent_state
 import pytest
 import torch
 
@@ -13,6 +17,25 @@ from shortrun.paths import PREPARED
 from tasks.prepare import prepare
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def mlflow_follows_the_environment() -> Iterator[None]:
+    """Forget the tracking URI, registry URI and active experiment a test set through MLflow's API, after it.
+
+    MLflow keeps them process-wide and they win over $MLFLOW_TRACKING_URI: a test that points MLflow at an
+    unreachable server, or at another store, would otherwise send the next module's runs there. MLflow
+    also exports some of them ($MLFLOW_EXPERIMENT_ID ...) for subprocesses: those are put back as well.
+    """
+    saved = {key: value for key, value in os.environ.items() if key.startswith("MLFLOW_")}
+    yield
+    for key in [key for key in os.environ if key.startswith("MLFLOW_") and key not in saved]:
+        del os.environ[key]
+    os.environ.update(saved)
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # exported by mlflow.set_experiment, also in module fixtures
+    mlflow_tracking_state._tracking_uri = None
+    mlflow_registry_state._registry_uri = None
+    mlflow_fluent_state._active_experiment_id = None
 
 
 @pytest.fixture(scope="session")
