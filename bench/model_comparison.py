@@ -120,7 +120,7 @@ def mean_nll(est: Estimate) -> tuple[float, float]:
     return float(-est.log_likelihood.mean()), float(est.std_error.pow(2).sum().sqrt() / n)
 
 
-def plot_curves(curves: list[Curve], path: Path) -> None:
+def plot_curves(rows: dict[str, Any], path: Path) -> None:
     """Validation NLL against training seconds, one line per variant."""
     import matplotlib
 
@@ -128,9 +128,8 @@ def plot_curves(curves: list[Curve], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for curve in curves:
-        ax.plot([p["seconds"] for p in curve.points], [p["valid_nll"] for p in curve.points], marker="o",
-                label=curve.name)
+    for name, row in rows.items():
+        ax.plot([p["seconds"] for p in row["curve"]], [p["valid_nll"] for p in row["curve"]], marker="o", label=name)
     ax.set_xlabel("training seconds (validation scoring excluded)")
     ax.set_ylabel("validation NLL per sentence (nats)")
     ax.set_title("exact for lm, AIS for latent models")
@@ -141,16 +140,31 @@ def plot_curves(curves: list[Curve], path: Path) -> None:
     plt.close(fig)
 
 
-def report(curves: list[Curve], tests: dict[str, tuple[float, float]], base: PipelineConfig) -> str:
-    """The comparison as a markdown table."""
-    lines = [f"preset `{base.preset}`, {base.train.epochs} epochs, K = {base.langevin.steps}; "
-             f"test: AIS with {base.evaluate.ais_steps} distributions x {base.evaluate.ais_chains} chains",
-             "", "| variant | best epoch | valid NLL | test NLL | training s |", "|---|---|---|---|---|"]
-    for curve in curves:
-        test, error = tests[curve.name]
-        lines.append(f"| {curve.name} | {curve.best_epoch} | {curve.best_nll:.2f} | {test:.2f} ± {error:.2f} | "
-                     f"{curve.points[-1]['seconds']:.0f} |")
+def report(rows: dict[str, Any], header: str) -> str:
+    """The comparison as a markdown table under a line saying how it was measured."""
+    lines = [header, "", "| variant | best epoch | valid NLL | test NLL | training s |", "|---|---|---|---|---|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | {row['best_epoch']} | {row['valid_nll']:.2f} | {row['test_nll']:.2f} ± "
+                     f"{row['test_nll_se']:.2f} | {row['curve'][-1]['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def write_outputs(rows: dict[str, Any], header: str, out: Path) -> None:
+    """comparison.json (with the header), comparison.md and curves.png in `out`; the table is printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(json.dumps({"header": header, "variants": rows}, indent=2))
+    (out / "comparison.md").write_text(report(rows, header), encoding="utf-8")
+    plot_curves(rows, out / "curves.png")
+    print(report(rows, header))
+
+
+def merge(folders: list[str], out: Path) -> None:
+    """One table and one plot from comparisons run separately (e.g. two variants per process, in parallel)."""
+    parts = [json.loads((Path(folder) / "comparison.json").read_text()) for folder in folders]
+    headers = {part["header"] for part in parts}
+    if len(headers) != 1:
+        raise SystemExit(f"comparisons measured differently, not merged: {sorted(headers)}")
+    write_outputs({name: row for part in parts for name, row in part["variants"].items()}, headers.pop(), out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,8 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curve-sentences", type=int, default=50)
     parser.add_argument("--curve-steps", type=int, default=50)
     parser.add_argument("--test-sentences", type=int, default=100)
+    parser.add_argument("--merge", nargs="+", metavar="DIR", help="only merge the comparisons in these folders")
     parser.add_argument("--out", default="reports/comparison")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     raw = apply_overrides(read_params(args.params), args.overrides)
     base = build_config(raw["preset"], {k: v for k, v in raw.items() if k != "preset"})
     base = base.model_copy(update={"train": base.train.model_copy(update={"device": "cpu"})})
@@ -171,17 +188,16 @@ def main(argv: list[str] | None = None) -> None:
     data = {"vocab_size": len(load_vocab(args.prepared)), "train": load_split("train", args.prepared),
             "valid": valid, "curve": valid.select(range(min(args.curve_sentences, len(valid)))),
             "test": test.select(range(min(args.test_sentences, len(test))))}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    curves = [train_variant(name, base, data, args) for name in args.variants]
-    tests = {c.name: mean_nll(sentence_nll(c.model, data["test"], c.cfg, c.cfg.evaluate)) for c in curves}
-    plot_curves(curves, out / "curves.png")
-    table = report(curves, tests, base)
-    (out / "comparison.md").write_text(table, encoding="utf-8")
-    (out / "comparison.json").write_text(json.dumps(
-        {c.name: {"curve": c.points, "best_epoch": c.best_epoch, "valid_nll": c.best_nll,
-                  "test_nll": tests[c.name][0], "test_nll_se": tests[c.name][1]} for c in curves}, indent=2))
-    print(table)
+    rows = {}
+    for name in args.variants:
+        curve = train_variant(name, base, data, args)
+        test_nll, test_se = mean_nll(sentence_nll(curve.model, data["test"], curve.cfg, curve.cfg.evaluate))
+        rows[name] = {"curve": curve.points, "best_epoch": curve.best_epoch, "valid_nll": curve.best_nll,
+                      "test_nll": test_nll, "test_nll_se": test_se}
+    header = (f"preset `{base.preset}`, {base.train.epochs} epochs, K = {base.langevin.steps}; validation: first "
+              f"{len(data['curve'])} sentences, AIS {args.curve_steps} distributions x 2 chains; test: first "
+              f"{len(data['test'])} sentences, AIS {base.evaluate.ais_steps} distributions x {base.evaluate.ais_chains} chains")
+    write_outputs(rows, header, Path(args.out))
 
 
 if __name__ == "__main__":

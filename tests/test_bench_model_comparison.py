@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench import model_comparison
 from shortrun.params import data_root, dump_params, preset_params
 
@@ -15,7 +17,7 @@ def test_comparison_writes_curves_table_and_test_numbers(tiny: dict, tmp_path: P
     model_comparison.main(["--params", str(params), "--prepared", str(tiny["prepared"]), "--set", "train.epochs=2",
                            "--set", "evaluate.ais_steps=4", "--variants", "lm", "sri-chain",
                            "--curve-sentences", "6", "--curve-steps", "3", "--test-sentences", "6", "--out", str(out)])
-    result = json.loads((out / "comparison.json").read_text())
+    result = json.loads((out / "comparison.json").read_text())["variants"]
     assert set(result) == {"lm", "sri-chain"}
     for row in result.values():
         assert [p["epoch"] for p in row["curve"]] == [1, 2]
@@ -24,3 +26,16 @@ def test_comparison_writes_curves_table_and_test_numbers(tiny: dict, tmp_path: P
     assert result["lm"]["test_nll_se"] == 0.0 and result["sri-chain"]["test_nll_se"] > 0.0
     assert (out / "curves.png").stat().st_size > 0
     assert "| sri-chain |" in (out / "comparison.md").read_text() and "| sri-chain |" in capsys.readouterr().out
+
+
+def test_merge_joins_comparisons_measured_alike_and_refuses_others(tmp_path: Path) -> None:
+    row = {"curve": [{"seconds": 1.0, "epoch": 1, "valid_nll": 40.0, "valid_nll_se": 0.1}], "best_epoch": 1,
+           "valid_nll": 40.0, "test_nll": 41.0, "test_nll_se": 0.1}
+    for folder, name, header in (("a", "lm", "same"), ("b", "vae", "same"), ("c", "sri-chain", "other")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "comparison.json").write_text(json.dumps({"header": header, "variants": {name: row}}))
+    model_comparison.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")])
+    assert set(json.loads((tmp_path / "ab" / "comparison.json").read_text())["variants"]) == {"lm", "vae"}
+    assert (tmp_path / "ab" / "curves.png").is_file()
+    with pytest.raises(SystemExit, match="measured differently"):
+        model_comparison.main(["--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")])
