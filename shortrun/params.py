@@ -57,11 +57,12 @@ def build_config(preset: str, sections: Mapping[str, Any] | None = None) -> Pipe
         raise ConfigError(f"{key}: {first['msg']} (got {first.get('input')!r})") from None
 
 
-def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Load the raw params mapping; a missing or malformed file is a ConfigError."""
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping (`what` names it in errors); missing, malformed (with its line) or not a
+    mapping is a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
@@ -72,6 +73,11 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return raw
+
+
+def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Load the raw params mapping; a missing or malformed file is a ConfigError."""
+    return read_yaml_mapping(path, "params file")
 
 
 def load_config(path: str | Path = PARAMS_FILE) -> PipelineConfig:

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from shortrun.errors import ConfigError
-from shortrun.params import apply_overrides, parse_override
+from shortrun.params import apply_overrides, parse_override, read_yaml_mapping
 
 SWEEP_RUN_ENV = "SHORTRUN_SWEEP_RUN_ID"  # the sweep's MLflow parent run: a trial's pipeline run nests under it
 SWEEP_TRIAL_ENV = "SHORTRUN_SWEEP_TRIAL"  # the trial's key, tagged on its pipeline run
@@ -175,14 +175,7 @@ def build_sweep(raw: Mapping[str, Any], where: str = "sweep") -> SweepConfig:
 def load_sweep_file(path: str | Path, **updates: Any) -> SweepConfig:
     """A sweep file (e.g. sweeps/chain.yaml) with command-line values in `updates` taking precedence."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: sweep file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({getattr(err, 'problem', None) or type(err).__name__})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, "sweep file")
     raw.setdefault("name", path.stem)
     return build_sweep({**raw, **{k: v for k, v in updates.items() if v not in (None, [], {})}}, str(path))
 

@@ -55,7 +55,7 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str, int
 
 def wait_healthy(api_url: str, proc: subprocess.Popen, timeout_s: float,
                  details: Callable[[], str] = lambda: "") -> None:
-    """Wait until a Prefect API answers /health; fail at once if `proc` (its server or client) ended."""
+    """Wait until a server (Prefect API, MLflow) answers /health; fail at once if `proc` (it, or its client) ended."""
     def healthy() -> bool:
         assert proc.poll() is None, f"process exited with code {proc.returncode}\n{details()}"
         try:
@@ -63,7 +63,7 @@ def wait_healthy(api_url: str, proc: subprocess.Popen, timeout_s: float,
         except httpx.HTTPError:
             return False
 
-    wait_until(healthy, timeout_s, f"Prefect API at {api_url} healthy", interval_s=0.5, details=details)
+    wait_until(healthy, timeout_s, f"{api_url}/health answering", interval_s=0.5, details=details)
 
 
 class Processes:

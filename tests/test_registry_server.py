@@ -10,7 +10,6 @@ import os
 import sys
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -20,7 +19,7 @@ from shortrun.params import build_config
 from shortrun.registry import CHAMPION, PairMismatch
 from shortrun.serving import load_model, load_pair
 from tasks import register
-from tests.processes import Processes, free_port, wait_until
+from tests.processes import Processes, free_port, wait_healthy
 from tests.registry_workspace import (
     corpus,
     generator,
@@ -50,14 +49,7 @@ def server(tmp_path_factory):
                                           "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1"],
                                cwd=root, env=os.environ)
 
-        def healthy() -> bool:
-            assert proc.poll() is None, f"mlflow server exited with code {proc.returncode}\n{processes.tail(proc)}"
-            try:
-                return httpx.get(f"{url}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, 240, f"mlflow server at {url}", interval_s=0.5, details=lambda: processes.tail(proc))
+        wait_healthy(url, proc, 240, details=lambda: processes.tail(proc))
         yield url
     finally:
         for proc in processes.started:
