@@ -50,7 +50,7 @@ from shortrun.evaluation.jacobian import reference_log_det
 from shortrun.evaluation.likelihood import DECODER_ROWS, change_of_variables, laplace
 from shortrun.evaluation.posterior import chain_gaussian
 from shortrun.evaluation.suite import ESTIMATORS, nll_distance
-from shortrun.latents import default_device
+from shortrun.numerics import resolve_device
 from shortrun.model import Generator, latent_generator
 from shortrun.params import build_config
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="an evaluate setting, e.g. --set ais_steps=200 (repeatable)")
     args = parser.parse_args(argv or [])
-    device = default_device()
+    device = resolve_device("auto")
     evaluate = dict(item.split("=", 1) for item in args.overrides)
     cfg = build_config("yelp", {"langevin": {"steps": args.steps} if args.steps else {}, "evaluate": evaluate})
     langevin, ev = cfg.langevin, cfg.evaluate

@@ -7,12 +7,12 @@ Parts, in order (figures go to one JSON file, --out; a short table is printed):
 1. tests:       the cuda-marked tests (CUDA_TESTS), run by pytest in a subprocess (they skip without a GPU);
 2. throughput:  bench.train_throughput's timed training steps of SRI, VAE and LM per size: tokens/s, step ms,
                 peak memory, and the SRI step's achieved TFLOP/s beside a same-shape bf16 matmul of the output
-                layer timed in the same run (their ratio; target >= 0.5 on the GPU); on CUDA also the SRI step
-                with train.precision bfloat16 (`sri_bfloat16`);
+                layer timed in the same run (their ratio; target >= 0.5 on the GPU); where bfloat16 is fast (CUDA, AMX CPUs) also the
+                SRI step with train.precision bfloat16 (`sri_bfloat16`);
 3. training:    two epochs of the training preset (yelp-paper; tiny) on its real corpus, prepared in memory with
                 the prepare stage's library functions; validation NLL and wall seconds per epoch (target on
-                the GPU: <= 30 s per yelp-paper epoch); on CUDA the same again with train.precision bfloat16 and
-                the change of the last validation NLL (target: within 0.05 nats);
+                the GPU: <= 30 s per yelp-paper epoch); where bfloat16 is fast the same again with train.precision
+                bfloat16 and the change of the last validation NLL (target: within 0.05 nats);
 4. evaluation:  bench.evaluate_speed's SRI estimators, (a) change of variables (batched Jacobian) and (b) Laplace,
                 on the model part 3 trained and its validation sentences.
 
@@ -42,6 +42,7 @@ from shortrun.data.vocab import Vocab, build_vocab, read_vocab_file
 from shortrun.errors import ConfigError
 from shortrun.io import write_json
 from shortrun.model import Generator
+from shortrun.numerics import bfloat16_is_fast
 from shortrun.params import build_config, corpus_file, data_root
 from shortrun.training import train_model
 
@@ -57,7 +58,13 @@ SIZE_SETS: dict[str, dict[str, Any]] = {
 # vocabulary size and mean sentence length (words) of each throughput preset's corpus
 PRESET_SHAPES = {"yelp": SIZES["yelp"], "yelp-paper": SIZES["yelp"], "ptb-paper": SIZES["ptb"],
                  "tiny": (300, SIZES["yelp"][1])}
-PRECISIONS = {"cuda": ("float32", "bfloat16"), "cpu": ("float32",)}  # train.precision bfloat16 is CUDA-only
+
+
+def precisions(device: torch.device) -> tuple[str, ...]:
+    """float32, then bfloat16 where the device multiplies it natively (what train.precision auto would take)."""
+    return ("float32", "bfloat16") if bfloat16_is_fast(device) else ("float32",)
+
+
 BFLOAT16_NLL_TOLERANCE = 0.05  # nats: bfloat16 training may move the validation NLL this much (issue 15)
 EVAL_SENTENCES = {"cuda": 8, "cpu": 1}  # sentences for estimator (a); its cost is linear in them
 EVAL_MIN_SECONDS = {"cuda": 5.0, "cpu": 0.0}  # (b) repeats until it has run this long
@@ -93,10 +100,10 @@ def step_row(cfg: PipelineConfig, kind: str, vocab: int, batches: list[Batch], d
 
 
 def throughput(preset: str, device: torch.device) -> dict[str, Any]:
-    """Timed training steps of every model kind at a preset's sizes (on CUDA also the SRI step under bfloat16
-    autocast, `sri_bfloat16`), and the bf16 matmul of its output layer, timed before and after the SRI steps."""
+    """Timed training steps of every model kind at a preset's sizes (where bfloat16 is fast also the SRI step
+    under bfloat16 autocast, `sri_bfloat16`), and the bf16 matmul of its output layer, timed before and after the SRI steps."""
     vocab, mean_len = PRESET_SHAPES[preset]
-    cfg = build_config(preset, {"train": {"device": device.type}})
+    cfg = build_config(preset, {"train": {"device": device.type, "precision": "float32"}})
     batches = random_batches(cfg, vocab, mean_len, count=4)
     tokens = int(sum(int(b.lengths.sum()) for b in batches) / len(batches))
     hidden = cfg.model.hidden_dim
@@ -104,7 +111,7 @@ def throughput(preset: str, device: torch.device) -> dict[str, Any]:
     figures: dict[str, Any] = {"vocab": vocab, "hidden_dim": hidden, "steps_k": cfg.langevin.steps}
     for kind in KINDS:
         figures[kind] = step_row(cfg, kind, vocab, batches, device)
-    for precision in PRECISIONS[device.type][1:]:
+    for precision in precisions(device)[1:]:
         lower = build_config(preset, {"train": {"device": device.type, "precision": precision}})
         figures[f"sri_{precision}"] = step_row(lower, "sri", vocab, batches, device)
     matmul = max(matmul, matmul_gflops(tokens, hidden, vocab, device, torch.bfloat16))  # same load as the steps
@@ -223,13 +230,13 @@ def check(argv: list[str] | None = None) -> int:
     print("2/4 training throughput", flush=True)
     report["throughput"] = {preset: throughput(preset, device) for preset in sizes["throughput"]}
     report["part_seconds"] = {"tests": report["tests"]["seconds"], "throughput": lap() - report["tests"]["seconds"]}
-    settings = {"epochs": TRAIN_EPOCHS, "device": device.type, "models": ["sri"]}
+    settings = {"epochs": TRAIN_EPOCHS, "device": device.type, "models": ["sri"], "precision": "float32"}
     cfg = build_config(sizes["train"], {"train": settings})
     vocab, train_set, valid_set = prepared_splits(cfg.data, data_root(REPO))
     print(f"3/4 {TRAIN_EPOCHS} epochs of {cfg.preset} ({len(train_set)} sentences, K = {cfg.langevin.steps}; "
-          f"precision {', '.join(PRECISIONS[device.type])})", flush=True)
+          f"precision {', '.join(precisions(device))})", flush=True)
     model, report["training"] = two_epochs(cfg, vocab, train_set, valid_set)
-    for precision in PRECISIONS[device.type][1:]:
+    for precision in precisions(device)[1:]:
         lower = build_config(sizes["train"], {"train": {**settings, "precision": precision}})
         report[f"training_{precision}"] = two_epochs(lower, vocab, train_set, valid_set)[1]
         change = report[f"training_{precision}"]["epochs"][-1]["valid_nll"] - report["training"]["epochs"][-1]["valid_nll"]

@@ -98,7 +98,7 @@ def train_variant(name: str, base: PipelineConfig, data: dict[str, Any], args: a
         clock["spent"] += time.perf_counter() - clock["since"]
         est = sentence_nll(trainer.model, data["curve"], cfg, curve_eval)
         nll, error = mean_nll(est)
-        curve.points.append({"seconds": round(clock["spent"], 1), "epoch": int(metrics["epoch"]), "valid_nll": nll,
+        curve.points.append({"seconds": round(clock["spent"], 3), "epoch": int(metrics["epoch"]), "valid_nll": nll,
                              "valid_nll_se": error})
         print(f"{name:13s} epoch {int(metrics['epoch'])}: {clock['spent']:7.1f} s trained, "
               f"valid NLL {nll:.3f} ± {error:.3f}", flush=True)

@@ -34,7 +34,8 @@ from shortrun.config import PipelineConfig
 from shortrun.data.batching import Batch, collate
 from shortrun.objectives import StepContext
 from shortrun.params import build_config
-from shortrun.training import Trainer, resolve_device
+from shortrun.numerics import resolve_device
+from shortrun.training import Trainer
 
 # vocabulary size and mean sentence length (words) of the corpora the presets train on
 SIZES = {"yelp": (8411, 9), "ptb": (10002, 21)}

@@ -139,10 +139,11 @@ class TrainConfig(Section):
     clip_grad: float = Field(5.0, gt=0.0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["float32", "bfloat16"] = Field(
-        "float32", description="bfloat16: each training step's forward passes (the chain's and the update's) run under "
-                               "CUDA autocast in bfloat16; CUDA only (on CPU, and in validation, export and evaluation, "
-                               "float32); `make gpu-check` compares the validation NLL with and without it"
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="matrix products of training, validation chains and export chains: bfloat16 autocast "
+                            "(float32 weights, optimizer and reported likelihoods) or float32; auto takes bfloat16 "
+                            "where the device multiplies it natively (CUDA, CPUs with AMX), float32 elsewhere "
+                            "(shortrun.numerics); evaluation's likelihoods are always float32"
     )
     temperature_start: float = Field(0.05, ge=0.0, description="SRI noise temperature at the first epoch")
     temperature_end: float = Field(0.2, ge=0.0, description="SRI noise temperature reached at the end of the ramp")

@@ -28,6 +28,7 @@ from shortrun.data.batching import Batch, make_batches
 from shortrun.errors import DataError, TrainingError
 from shortrun.inference import MAX_NORM_PER_SQRT_DIM, short_run
 from shortrun.model import VAE, Generator
+from shortrun.numerics import NumericPath
 
 
 @dataclass(frozen=True)
@@ -61,23 +62,20 @@ def latents_problem(table: LatentTable) -> str | None:
     return None
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else CPU (export and serving have no device setting: latents do not depend on it)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _sri_latents(generator: Generator, batch: Batch, langevin: LangevinConfig, chains: int, rng: torch.Generator) -> torch.Tensor:
     """Mean of `chains` independent short-run chains at the configured temperature."""
     ends = [short_run(generator, batch.tokens, langevin, langevin.temperature, generator_rng=rng).z for _ in range(chains)]
     return torch.stack(ends).mean(dim=0)
 
 
-def _batch_latents(model: nn.Module, batch: Batch, langevin: LangevinConfig, chains: int, rng: torch.Generator) -> torch.Tensor:
+def _batch_latents(model: nn.Module, batch: Batch, langevin: LangevinConfig, chains: int, rng: torch.Generator,
+                   numerics: NumericPath) -> torch.Tensor:
     if isinstance(model, VAE):
         with torch.no_grad():
             return model.encode(batch.tokens, batch.lengths)[0]
     if isinstance(model, Generator):
-        return _sri_latents(model, batch, langevin, chains, rng)
+        with numerics.autocast():
+            return _sri_latents(model, batch, langevin, chains, rng)
     raise TypeError(f"{type(model).__name__} has no latent variable to export")
 
 
@@ -88,10 +86,12 @@ def encode_dataset(
     chains: int,
     batch_size: int,
     seed: int,
-    device: torch.device,
+    numerics: NumericPath,
     desc: str = "export",
 ) -> LatentTable:
-    """Latents of every sentence of a prepared split (SRI: `chains` short-run chains averaged; VAE: mu)."""
+    """Latents of every sentence of a prepared split (SRI: `chains` short-run chains averaged, in the
+    numeric path's precision; VAE: mu)."""
+    device = numerics.device
     model = model.to(device).eval()
     rng = torch.Generator(device=device).manual_seed(seed)
     batches = make_batches(dataset, batch_size, shuffle=False)
@@ -100,7 +100,7 @@ def encode_dataset(
     ids, labels, zs = [], [], []
     for batch in tqdm(batches, desc=desc, unit="batch"):
         batch = batch.to(device)
-        zs.append(_batch_latents(model, batch, langevin, chains, rng).float().cpu())
+        zs.append(_batch_latents(model, batch, langevin, chains, rng, numerics).float().cpu())
         ids.append(batch.ids.cpu())
         labels.append(batch.labels.cpu())
     order = torch.argsort(torch.cat(ids), stable=True)
@@ -118,7 +118,7 @@ def encode_splits(model: nn.Module, splits: dict[str, Dataset], **options: Any) 
 
     Labeled subsets repeat training sentences (short Yelp's train.N files are the training text), so
     encoding the union of distinct texts once saves most of the chains; a sentence gets one latent
-    wherever it appears. `options` are `encode_dataset`'s (langevin, chains, batch_size, seed, device, desc).
+    wherever it appears. `options` are `encode_dataset`'s (langevin, chains, batch_size, seed, numerics, desc).
     """
     distinct: dict[str, list[int]] = {}
     for dataset in splits.values():

@@ -23,29 +23,34 @@ INIT_RANGE = 0.1
 
 
 class TokenNLL(torch.autograd.Function):
-    """-log softmax(logits)[target] per row, with a lean backward: softmax(logits) - onehot(target).
+    """-log softmax(logits)[target] per row in float32, with a lean backward: softmax(logits) - onehot(target).
 
-    Same values as F.cross_entropy, but its backward builds one [N, V] array instead of zero-filling a
-    gradient, scattering into it and running log_softmax's backward: the chain differentiates through
-    this layer K times per training step, and on CPU it halves the step's softmax cost. The backward
-    is itself differentiable (double backward for the change-of-variables Jacobian).
+    Same values as F.cross_entropy, computed once: the forward's float32 log-softmax is kept, and the
+    backward only exponentiates it (no second softmax, no zero-filled gradient to scatter into, no
+    log_softmax backward). The chain differentiates through this layer K times per training step, and
+    the output layer's [N, V] arrays are most of the step's memory traffic. Under bfloat16 autocast the
+    logits arrive in bfloat16; the log-softmax and the NLL are still float32 (or wider) and the gradient goes back
+    in the logits' dtype. Differentiating the backward itself (create_graph: the change-of-variables
+    Jacobian) recomputes the softmax from the logits so that it stays on the graph.
     """
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, targets: Tensor) -> Tensor:
-        ctx.save_for_backward(logits, targets)
-        return F.cross_entropy(logits, targets, reduction="none")
+        log_probs = F.log_softmax(logits, dim=1, dtype=torch.promote_types(logits.dtype, torch.float32))
+        ctx.save_for_backward(logits, targets, log_probs)
+        return -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        logits, targets = ctx.saved_tensors
-        probs = torch.softmax(logits, dim=1)
+        logits, targets, log_probs = ctx.saved_tensors
         rows = torch.arange(targets.numel(), device=targets.device)
-        if torch.is_grad_enabled():  # create_graph: stay out-of-place so softmax's backward still works
+        if torch.is_grad_enabled():  # create_graph: stay on the graph, out-of-place, so softmax's backward works
+            probs = torch.softmax(logits, dim=1, dtype=log_probs.dtype)
             onehot = torch.zeros_like(probs).index_put_((rows, targets), torch.ones((), dtype=probs.dtype, device=probs.device))
-            return (probs - onehot) * grad.unsqueeze(1), None
+            return ((probs - onehot) * grad.unsqueeze(1)).to(logits.dtype), None
+        probs = log_probs.exp()
         probs[rows, targets] -= 1.0
-        return probs.mul_(grad.unsqueeze(1)), None
+        return probs.mul_(grad.unsqueeze(1)).to(logits.dtype), None
 
 
 def _init_uniform(module: nn.Module) -> None:

@@ -38,6 +38,7 @@ from shortrun.data.batching import Batch
 from shortrun.inference import short_run
 from shortrun.model import VAE, Generator, LanguageModel
 from shortrun.monitor import aggregate_posterior, latent_metrics
+from shortrun.numerics import FLOAT32_CPU, NumericPath
 from shortrun.step_learning import StepSizeLearner
 
 
@@ -77,8 +78,10 @@ def _nll_metrics(prefix: str, nll_sum: float, sentences: int, tokens: int) -> di
 class SRIObjective:
     """Short-run inference: Langevin-inferred z, then the generator's NLL."""
 
-    def __init__(self, langevin: LangevinConfig, chain_gradients: str = "endpoint") -> None:
+    def __init__(self, langevin: LangevinConfig, chain_gradients: str = "endpoint",
+                 numerics: NumericPath = FLOAT32_CPU) -> None:
         self.chain_gradients = chain_gradients == "chain"
+        self.numerics = numerics
         self.configured = langevin
         self.step_learner = StepSizeLearner(langevin) if langevin.learn_steps else None
 
@@ -103,12 +106,14 @@ class SRIObjective:
         units as active even when the decoder ignores z.
         """
         z0 = torch.zeros(len(batch.lengths), model.latent_dim, device=batch.tokens.device)
-        return short_run(model, batch.tokens, self.langevin, temperature=0.0, z0=z0).z
+        with self.numerics.autocast():
+            return short_run(model, batch.tokens, self.langevin, temperature=0.0, z0=z0).z
 
     def validate(self, model: Generator, batches: list[Batch], rng: torch.Generator) -> dict[str, float]:
         nll_sum, tokens, z0_abs, zk_abs, grad_norm, zs, ends = 0.0, 0, 0.0, 0.0, 0.0, [], []
         for batch in batches:
-            result = short_run(model, batch.tokens, self.langevin, generator_rng=rng)
+            with self.numerics.autocast():  # the chain in the training precision, the reported NLL in float32
+                result = short_run(model, batch.tokens, self.langevin, generator_rng=rng)
             with torch.no_grad():
                 nll_sum += float(model.sentence_nll(batch.tokens, result.z).sum())
             tokens += int(batch.lengths.sum())
@@ -187,10 +192,11 @@ class LMObjective:
         return {}
 
 
-def build_objective(kind: str, langevin: LangevinConfig, train: TrainConfig) -> Objective:
-    """The objective of a model kind."""
+def build_objective(kind: str, langevin: LangevinConfig, train: TrainConfig,
+                    numerics: NumericPath = FLOAT32_CPU) -> Objective:
+    """The objective of a model kind (`numerics`: the precision of SRI's validation chains)."""
     if kind == "sri":
-        return SRIObjective(langevin, train.chain_gradients)
+        return SRIObjective(langevin, train.chain_gradients, numerics)
     if kind == "vae":
         return VAEObjective(train)
     return LMObjective()

@@ -28,7 +28,8 @@ from shortrun.checkpoint import load_trained
 from shortrun.config import LangevinConfig
 from shortrun.data.tokenize import tokenize
 from shortrun.errors import DataError, ShortrunError
-from shortrun.latents import default_device, encode_dataset
+from shortrun.latents import encode_dataset
+from shortrun.numerics import numeric_path
 from shortrun.model import latent_generator
 from shortrun.registry import check_pair, resolve
 from shortrun.tracking import connect
@@ -49,7 +50,8 @@ class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
         """Load the model folder logged as the `model_dir` artifact; `chains`, `seed` and the short-run
         settings come from the model config (the export stage's; a model's learned step sizes carry over as in
         export, see LangevinConfig.inherit_sizes), so served latents match exported ones."""
-        self.trained = load_trained(Path(context.artifacts["model_dir"]), map_location=default_device())
+        self.numerics = numeric_path()  # the serving machine's own device and precision
+        self.trained = load_trained(Path(context.artifacts["model_dir"]), map_location=self.numerics.device)
         self.generator = latent_generator(self.trained.model)
         if self.generator is None:
             raise ShortrunError(f"{context.artifacts['model_dir']}: a {self.trained.kind} model has no latent variable")
@@ -76,7 +78,7 @@ class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
         })
         chains, seed = chains or self.chains, self.seed if seed is None else seed
         table = encode_dataset(self.trained.model, rows, self.langevin, chains, ENCODE_BATCH, seed,
-                               device=default_device(), desc="encode")
+                               numerics=self.numerics, desc="encode")
         return table.z
 
     def decode(self, z: np.ndarray | torch.Tensor, max_len: int = DEFAULT_MAX_LEN) -> list[str]:

@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 from shortrun.checkpoint import load_checkpoint, save_checkpoint
 from shortrun.config import LangevinConfig, ModelConfig, TrainConfig
 from shortrun.data.batching import Batch, make_batches
-from shortrun.errors import ConfigError, TrainingError
+from shortrun.errors import TrainingError
 from shortrun.inference import ChainDiverged
 from shortrun.model import build_model, latent_generator
 from shortrun.monitor import prior_health
+from shortrun.numerics import numeric_path
 from shortrun.objectives import SRIObjective, StepContext, StepOutput, build_objective
 from shortrun.step_learning import StepSizesDiverged
 
@@ -67,15 +68,6 @@ class _Progress:
     global_step: int = 0
     sums: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    """train.device: auto picks CUDA when present, else CPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: 'cuda' requested but no CUDA device is available; use auto or cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def epoch_temperature(train: TrainConfig, epoch: int) -> float:
@@ -158,12 +150,12 @@ class Trainer:
         self.config = _plain_config(model_cfg, langevin, train)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.on_epoch, self.on_batch, self.progress = on_epoch, on_batch, progress
-        self.device = resolve_device(train.device)
-        self.bfloat16 = train.precision == "bfloat16" and self.device.type == "cuda"  # CUDA only (TrainConfig)
+        self.numerics = numeric_path(train.device, train.precision)
+        self.device = self.numerics.device
         torch.manual_seed(train.seed)
         self.model = build_model(kind, vocab_size, model_cfg).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr)
-        self.objective = build_objective(kind, langevin, train)
+        self.objective = build_objective(kind, langevin, train, self.numerics)
         self.step_learner = self.objective.step_learner if isinstance(self.objective, SRIObjective) else None
         self.langevin = langevin
         self.state = _Progress()
@@ -240,7 +232,7 @@ class Trainer:
         """One optimizer step on `batch` (in train mode); non-finite values raise TrainingError naming `where`."""
         self.optimizer.zero_grad(set_to_none=True)  # before the objective: it may accumulate gradients itself
         try:
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bfloat16):
+            with self.numerics.autocast():
                 out = self.objective.train_step(self.model, batch, ctx)
         except (ChainDiverged, StepSizesDiverged) as err:
             raise TrainingError(f"{where}: {err}") from None

@@ -18,7 +18,7 @@ from shortrun.errors import ConfigError, DataError, TrainingError
 from shortrun.evaluation.report import comparison_table, write_plots
 from shortrun.evaluation.suite import evaluate_model
 from shortrun.io import atomic_dir, write_json, write_text
-from shortrun.latents import default_device
+from shortrun.numerics import resolve_device
 from shortrun.paths import METRICS, PLOTS, REPORTS, VOCAB, model_dir
 from shortrun.tracking import log_json_metrics, stage_run
 
@@ -37,9 +37,10 @@ def run(cfg: PipelineConfig) -> None:
     if cfg.evaluate.num_sentences:
         dataset = dataset.select(range(min(cfg.evaluate.num_sentences, len(dataset))))
     vocab = load_vocab()
-    device = default_device()
+    device = resolve_device(cfg.train.device)
     with stage_run("evaluate", cfg, ("evaluate", "langevin")):
-        mlflow.set_tags({"device": str(device), "models": ",".join(cfg.train.models)})
+        # likelihoods need float32 (log-determinants, importance weights): evaluation never autocasts
+        mlflow.set_tags({"device": str(device), "precision": "float32", "models": ",".join(cfg.train.models)})
         evaluations = []
         for kind in cfg.train.models:
             trained = load_trained(model_dir(kind), device)

@@ -16,7 +16,8 @@ from shortrun.config import LATENT_MODELS, PipelineConfig
 from shortrun.data.prepared import SPLITS, labeled_budgets, load_labeled, load_split
 from shortrun.errors import ConfigError, TrainingError
 from shortrun.io import atomic_dir
-from shortrun.latents import default_device, encode_splits, write_latents
+from shortrun.latents import encode_splits, write_latents
+from shortrun.numerics import numeric_path
 from shortrun.paths import latents_dir, model_dir
 from shortrun.tracking import stage_run
 
@@ -28,14 +29,14 @@ def run(cfg: PipelineConfig, kind: str) -> None:
     trained = load_trained(model_dir(kind))
     datasets = {split: load_split(split) for split in SPLITS}
     datasets.update({f"labeled_{budget}": load_labeled(budget) for budget in labeled_budgets()})
-    device = default_device()
+    numerics = numeric_path(cfg.train.device, cfg.train.precision)
     with stage_run(f"export-{kind}", cfg, ("export", "langevin")):
-        mlflow.set_tag("device", str(device))
+        mlflow.set_tags({"device": str(numerics.device), "precision": numerics.precision})
         start = time.perf_counter()
         try:
             tables = encode_splits(
                 trained.model, datasets, langevin=cfg.export_langevin.inherit_sizes(trained.langevin), chains=cfg.export.chains,
-                batch_size=cfg.export.batch_size, seed=cfg.export.seed, device=device, desc=f"export {kind}",
+                batch_size=cfg.export.batch_size, seed=cfg.export.seed, numerics=numerics, desc=f"export {kind}",
             )
         except TrainingError as err:  # a diverged chain or unusable latents: say which model, keep the old latents
             raise TrainingError(f"{model_dir(kind)}: {err}; {latents_dir(kind)} left as it was") from None

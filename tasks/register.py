@@ -29,7 +29,8 @@ from shortrun.data.prepared import load_split, load_vocab
 from shortrun.dvclock import out_md5
 from shortrun.errors import ConfigError, DataError, TrainingError
 from shortrun.evaluation.heldout import heldout_likelihood
-from shortrun.latents import default_device, read_latents
+from shortrun.latents import read_latents
+from shortrun.numerics import resolve_device
 from shortrun.model import latent_generator
 from shortrun.model_cards import (
     CorpusCard,
@@ -182,7 +183,8 @@ def _metric_tags(metrics: dict[str, float]) -> dict[str, str]:
 def register_generator(batch: Release, cfg: PipelineConfig, gen: GeneratorInput, classifier_name: str | None) -> Registration:
     """Score the generator on the gate sentences, log it as a pyfunc model and register it through the gate."""
     generator = latent_generator(gen.trained.model)
-    heldout = heldout_likelihood(generator, gen.sentences, gen.trained.langevin, cfg.registry.heldout, default_device())
+    heldout = heldout_likelihood(generator, gen.sentences, gen.trained.langevin, cfg.registry.heldout,
+                                 resolve_device(cfg.train.device))
     gate = Gate(GATE_METRIC, heldout["nll"], lower_is_better=True, identity=gen.identity)
     decision = decide(batch.client, gen.name, gate, gen.source)
     model_uri = log_generator(gen.folder, gen.encoding, gen.card.examples[0])

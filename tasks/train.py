@@ -30,7 +30,8 @@ from shortrun.io import replace_dir, write_json, write_text
 from shortrun.model import MODEL_CLASSES
 from shortrun.paths import METRICS, PLOTS, model_dir
 from shortrun.tracking import stage_run
-from shortrun.training import TrainOutcome, resolve_device, train_model
+from shortrun.numerics import numeric_path
+from shortrun.training import TrainOutcome, train_model
 
 PER_DIMENSION = "z_var_d"
 WORK = Path(".shortrun") / "train"  # runs in progress; models/<kind> changes only when one completes
@@ -95,7 +96,9 @@ def run(cfg: PipelineConfig, kind: str, resume: bool = False) -> None:
     # write depends on the langevin params (in dvc.yaml only train@sri depends on them).
     chain, sections = (cfg.langevin, ("model", "langevin", "train")) if kind == "sri" else (LangevinConfig(), ("model", "train"))
     with stage_run(f"train-{kind}", cfg, sections):
-        mlflow.set_tags({"model_kind": kind, "device": str(resolve_device(cfg.train.device)), "resumed": str(resume)})
+        numerics = numeric_path(cfg.train.device, cfg.train.precision)
+        mlflow.set_tags({"model_kind": kind, "device": str(numerics.device), "precision": numerics.precision,
+                         "resumed": str(resume)})
         outcome = train_model(
             kind, len(vocab), train_set, valid_set, cfg.model, chain, cfg.train,
             checkpoint_path=checkpoint, resume=resume, max_len=cfg.data.max_len,

@@ -22,6 +22,7 @@ from shortrun.evaluation.likelihood import chain_proposal, laplace_at_chain_mean
 from shortrun.inference import short_run
 from shortrun.latents import encode_dataset
 from shortrun.model import Generator
+from shortrun.numerics import NumericPath
 from shortrun.objectives import StepContext
 from shortrun.serving import GeneratorPyfunc
 from shortrun.training import Trainer
@@ -108,8 +109,8 @@ def test_export_encodes_on_the_gpu_reproducibly_in_id_order():
     rows = sentences(20)
     dataset = Dataset.from_dict({"id": list(range(19, -1, -1)), "text": ["x"] * 20, "ids": rows, "label": [0, 1] * 10},
                                 features=FEATURES)
-    first = encode_dataset(generator(), dataset, CHAIN, chains=2, batch_size=8, seed=0, device=CUDA)
-    again = encode_dataset(generator(), dataset, CHAIN, chains=2, batch_size=8, seed=0, device=CUDA)
+    first = encode_dataset(generator(), dataset, CHAIN, chains=2, batch_size=8, seed=0, numerics=NumericPath(CUDA, "float32"))
+    again = encode_dataset(generator(), dataset, CHAIN, chains=2, batch_size=8, seed=0, numerics=NumericPath(CUDA, "float32"))
     assert first.z.shape == (20, MODEL.latent_dim) and first.z.dtype == np.float32 and np.isfinite(first.z).all()
     assert first.ids.tolist() == list(range(20))
     np.testing.assert_array_equal(first.z, again.z)

@@ -14,6 +14,7 @@ from shortrun.errors import DataError
 from shortrun.inference import short_run
 from shortrun.latents import LatentTable, encode_dataset, encode_splits, read_latents, write_latents
 from shortrun.model import build_model
+from shortrun.numerics import FLOAT32_CPU
 
 VOCAB_SIZE = 20
 MODEL_CFG = ModelConfig(latent_dim=4, emb_dim=8, hidden_dim=16, encoder_hidden_dim=16)
@@ -36,7 +37,7 @@ def tiny_model(kind: str) -> torch.nn.Module:
 
 
 def encode(kind: str, dataset: Dataset, seed: int = 0, chains: int = 2, batch_size: int = 8) -> LatentTable:
-    return encode_dataset(tiny_model(kind), dataset, LANGEVIN, chains, batch_size, seed, torch.device("cpu"))
+    return encode_dataset(tiny_model(kind), dataset, LANGEVIN, chains, batch_size, seed, FLOAT32_CPU)
 
 
 @pytest.mark.parametrize("kind", ["sri", "vae"])
@@ -114,7 +115,7 @@ def test_encode_splits_gives_a_repeated_sentence_one_latent_in_every_split() -> 
     subset = train.select(range(5))  # a labeled subset repeating training sentences, as on short Yelp
     tables = encode_splits(
         tiny_model("sri"), {"train": train, "labeled_5": subset},
-        langevin=LANGEVIN, chains=2, batch_size=4, seed=0, device=torch.device("cpu"),
+        langevin=LANGEVIN, chains=2, batch_size=4, seed=0, numerics=FLOAT32_CPU,
     )
     assert tables["train"].z.shape == (12, MODEL_CFG.latent_dim)
     np.testing.assert_array_equal(tables["labeled_5"].ids, sorted(subset["id"]))

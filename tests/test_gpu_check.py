@@ -9,10 +9,6 @@ import pytest
 import torch
 
 from bench.gpu_check import TRAIN_EPOCHS, check, table
-from shortrun.config import LangevinConfig, ModelConfig, TrainConfig
-from shortrun.data.batching import collate
-from shortrun.objectives import StepContext
-from shortrun.training import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +72,3 @@ def test_cuda_on_a_machine_without_one_is_a_one_line_error(capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--device cuda" in err and "--device cpu" in err
 
-
-def test_bfloat16_precision_is_cuda_only_so_a_cpu_step_is_unchanged():
-    """train.precision bfloat16 (what the check compares on CUDA) leaves CPU training exactly as float32."""
-    model = ModelConfig(latent_dim=4, emb_dim=8, hidden_dim=16, encoder_hidden_dim=8)
-    batch = collate([[4, 5, 6], [7, 8], [9, 10, 11, 12]])
-    steps = {}
-    for precision in ("float32", "bfloat16"):
-        trainer = Trainer("sri", 13, model, LangevinConfig(steps=3), TrainConfig(device="cpu", precision=precision),
-                          progress=False)
-        trainer.model.train()
-        loss = trainer.step(batch, StepContext(temperature=0.2, global_step=0), where="test")[1]
-        steps[precision] = (loss, [param.detach().clone() for param in trainer.model.parameters()])
-    assert steps["bfloat16"][0] == steps["float32"][0]
-    assert all(torch.equal(a, b) for a, b in zip(steps["bfloat16"][1], steps["float32"][1]))

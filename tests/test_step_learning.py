@@ -18,7 +18,8 @@ from shortrun.data.prepared import SPLITS, labeled_budgets, load_labeled, load_s
 from shortrun.errors import ConfigError, TrainingError
 from shortrun.evaluation.jacobian import batched_log_det, replicated_log_det
 from shortrun.inference import short_run, step_sizes
-from shortrun.latents import default_device, encode_splits
+from shortrun.latents import encode_splits
+from shortrun.numerics import numeric_path
 from shortrun.model import Generator
 from shortrun.params import build_config, data_root
 from shortrun.serving import log_generator
@@ -174,7 +175,7 @@ def test_learned_sizes_are_saved_reloaded_and_used_by_export_and_serving(tmp_pat
     datasets = {split: load_split(split) for split in SPLITS}
     datasets.update({f"labeled_{budget}": load_labeled(budget) for budget in labeled_budgets()})
     options = {"chains": cfg.export.chains, "batch_size": cfg.export.batch_size, "seed": cfg.export.seed,
-               "device": default_device()}
+               "numerics": numeric_path(cfg.train.device, cfg.train.precision)}
     with_learned = encode_splits(trained.model, datasets, langevin=trained.langevin, **options)["test"].z
     assert np.array_equal(np.stack(exported.z), with_learned)
 
