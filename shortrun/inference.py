@@ -28,7 +28,7 @@ from torch import Tensor
 
 from shortrun.config import LangevinConfig
 from shortrun.errors import TrainingError
-from shortrun.model import Generator
+from shortrun.model import Generator, ScoredPositions
 
 # The reference implementation's schedule for K = 20 (bpucla/sri_text); "paper" stretches its shape.
 PAPER_STEPS = [0.8, 0.7, 0.6, 0.5, 0.2, 0.2, 0.1, 0.1, 0.05] + [0.05] * 11
@@ -133,6 +133,7 @@ def short_run(
     if noise is not None and noise.shape != (len(sizes), batch, dim):
         raise ValueError(f"noise must have shape ({len(sizes)}, {batch}, {dim}), got {tuple(noise.shape)}")
     grad_norms, energies, finite, norms = [], [], [], []
+    scored = ScoredPositions.of(tokens)
     z = z0
     # cuDNN's LSTM has no double backward: a differentiable chain on CUDA uses the native kernels
     cudnn = torch.backends.cudnn.flags(enabled=False) if create_graph and device.type == "cuda" else nullcontext()
@@ -142,7 +143,7 @@ def short_run(
                 z = z.detach().requires_grad_(True)
             elif not z.requires_grad:
                 z = z.requires_grad_(True)
-            nll = generator.sentence_nll(tokens, z)
+            nll = generator.sentence_nll(tokens, z, scored)
             if param_grads:
                 nll.sum().backward()  # fills z.grad and adds this step's parameter gradient to .grad
                 grad = z.grad

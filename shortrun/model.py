@@ -9,6 +9,7 @@ Parameters start uniform in [-0.1, 0.1] as in the paper's reference code.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -20,6 +21,7 @@ from shortrun.config import ModelConfig
 from shortrun.data.vocab import BOS, EOS, PAD
 
 INIT_RANGE = 0.1
+MASK_BITS = 24
 
 
 class TokenNLL(torch.autograd.Function):
@@ -53,6 +55,41 @@ class TokenNLL(torch.autograd.Function):
         return probs.mul_(grad.unsqueeze(1)).to(logits.dtype), None
 
 
+class Dropout(nn.Dropout):
+    """Inverted dropout whose mask comes from 24-bit random integers instead of Bernoulli draws.
+
+    PyTorch's CPU bernoulli_ draws one number at a time; random integers come vectorised, and with the
+    backward the layer costs a third (bench/train_throughput.py). The authors' training rule runs
+    dropout in every chain step, 2(K + 1) masks per training step. Each unit is kept with probability
+    1 - p up to 2^-24.
+    """
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return inputs
+        draws = torch.randint(0, 1 << MASK_BITS, inputs.shape, dtype=torch.int32, device=inputs.device)
+        keep = draws >= round(self.p * (1 << MASK_BITS))
+        return inputs * keep.to(inputs.dtype).mul_(1.0 / (1.0 - self.p))
+
+
+@dataclass(frozen=True)
+class ScoredPositions:
+    """Where a batch's targets are scored: work that depends on the tokens only, done once per batch
+    rather than once per chain step (and, on CUDA, with its one host synchronisation outside the chain)."""
+
+    flat: Tensor  # indices of the non-padding targets in the flattened [B * (T-1)] positions
+    targets: Tensor  # their token ids
+    rows: Tensor  # the sentence each belongs to
+    batch: int
+
+    @staticmethod
+    def of(tokens: Tensor) -> "ScoredPositions":
+        targets = tokens[:, 1:].reshape(-1)
+        flat = (targets != PAD).nonzero().squeeze(1)
+        return ScoredPositions(flat, targets[flat], torch.div(flat, tokens.size(1) - 1, rounding_mode="floor"),
+                               tokens.size(0))
+
+
 def _init_uniform(module: nn.Module) -> None:
     for param in module.parameters():
         nn.init.uniform_(param, -INIT_RANGE, INIT_RANGE)
@@ -71,10 +108,10 @@ class LSTMDecoder(nn.Module):
         self.vocab_size = vocab_size
         self.latent_dim = latent_dim
         self.embed = nn.Embedding(vocab_size, cfg.emb_dim)
-        self.drop_emb = nn.Dropout(cfg.dropout_emb)
+        self.drop_emb = Dropout(cfg.dropout_emb)
         self.lstm = nn.LSTM(cfg.emb_dim + latent_dim, cfg.hidden_dim, batch_first=True)
         self.init_hidden = nn.Linear(latent_dim, cfg.hidden_dim) if latent_dim else None
-        self.drop_out = nn.Dropout(cfg.dropout_out)
+        self.drop_out = Dropout(cfg.dropout_out)
         self.out = nn.Linear(cfg.hidden_dim, vocab_size)
         _init_uniform(self)
 
@@ -105,13 +142,11 @@ class LSTMDecoder(nn.Module):
     def _log_probs(self, tokens: Tensor, z: Optional[Tensor]) -> Tensor:
         return F.log_softmax(self.out(self.hidden_states(tokens, z)), dim=-1)
 
-    def _sentence_nll(self, tokens: Tensor, z: Optional[Tensor]) -> Tensor:
+    def _sentence_nll(self, tokens: Tensor, z: Optional[Tensor], scored: Optional[ScoredPositions] = None) -> Tensor:
+        scored = ScoredPositions.of(tokens) if scored is None else scored
         hidden = self.hidden_states(tokens, z)
-        targets = tokens[:, 1:]
-        mask = targets != PAD
-        token_nll = TokenNLL.apply(self.out(hidden[mask]), targets[mask])
-        rows = torch.arange(tokens.size(0), device=tokens.device).unsqueeze(1).expand_as(targets)[mask]
-        return torch.zeros(tokens.size(0), device=tokens.device, dtype=token_nll.dtype).index_add(0, rows, token_nll)
+        token_nll = TokenNLL.apply(self.out(hidden.reshape(-1, hidden.size(2)).index_select(0, scored.flat)), scored.targets)
+        return torch.zeros(scored.batch, device=tokens.device, dtype=token_nll.dtype).index_add(0, scored.rows, token_nll)
 
     @torch.no_grad()
     def _decode(
@@ -161,9 +196,10 @@ class Generator(LSTMDecoder):
         """Log-probabilities [B, T-1, V] of the targets tokens[:, 1:]."""
         return self._log_probs(tokens, z)
 
-    def sentence_nll(self, tokens: Tensor, z: Tensor) -> Tensor:
-        """-log p(x|z) per sentence [B], summed over non-padding targets."""
-        return self._sentence_nll(tokens, z)
+    def sentence_nll(self, tokens: Tensor, z: Tensor, scored: Optional[ScoredPositions] = None) -> Tensor:
+        """-log p(x|z) per sentence [B], summed over non-padding targets (`scored`: ScoredPositions.of(tokens),
+        when the caller scores the same tokens many times)."""
+        return self._sentence_nll(tokens, z, scored)
 
     def decode(
         self, z: Tensor, max_len: int, greedy: bool = True, generator: Optional[torch.Generator] = None

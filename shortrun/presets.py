@@ -70,7 +70,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "model": {"latent_dim": 8, "emb_dim": 32, "hidden_dim": 64, "encoder_hidden_dim": 64},
         "langevin": {"steps": 5},
-        "train": {"epochs": 2, "batch_size": 32, "kl_anneal_steps": 10, "health_samples": 50},
+        # float32 on every machine: the tiny preset's numbers are the same on every CPU kind
+        "train": {"epochs": 2, "batch_size": 32, "kl_anneal_steps": 10, "health_samples": 50, "precision": "float32"},
         "evaluate": {
             "num_sentences": 32,
             "ais_sentences": 32,

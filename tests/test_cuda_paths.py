@@ -54,7 +54,7 @@ def generator(sharpness: float = 4.0) -> Generator:
 
 @pytest.mark.parametrize("kind", ["sri", "vae", "lm"])
 def test_a_training_step_runs_on_the_gpu_and_moves_every_weight(kind):
-    trainer = Trainer(kind, 4 + len(WORDS), MODEL, CHAIN, TrainConfig(device="cuda"), progress=False)
+    trainer = Trainer(kind, 4 + len(WORDS), MODEL, CHAIN, TrainConfig(device="cuda", precision="float32"), progress=False)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.model.train()
     out, loss = trainer.step(collate(sentences(16)).to(CUDA), StepContext(temperature=0.2, global_step=0), where="test")

@@ -28,7 +28,7 @@ def two_topic_corpus(n: int) -> Dataset:
 @pytest.fixture(scope="module")
 def trained() -> Generator:
     """A generator trained a little by short-run inference on the two-topic corpus."""
-    train = TrainConfig(epochs=6, batch_size=16, lr=3e-3, device="cpu")
+    train = TrainConfig(epochs=6, batch_size=16, lr=3e-3, device="cpu", precision="float32")
     outcome = train_model("sri", V, two_topic_corpus(64), two_topic_corpus(16), CFG, LangevinConfig(steps=10), train,
                           progress=False)
     assert outcome.history[-1]["train_nll"] < outcome.history[0]["train_nll"]

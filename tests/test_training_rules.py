@@ -38,7 +38,7 @@ def expected_gradients(model: Generator, z0: torch.Tensor, noise: torch.Tensor) 
 
 @pytest.mark.parametrize("rule", ["endpoint", "chain"])
 def test_the_update_is_the_end_point_gradient_plus_under_chain_every_steps_summed_gradient(rule: str) -> None:
-    train = TrainConfig(device="cpu", chain_gradients=rule, clip_grad=1e12)
+    train = TrainConfig(device="cpu", precision="float32", chain_gradients=rule, clip_grad=1e12)
     trainer = Trainer("sri", V, QUIET, LANGEVIN, train, progress=False)
     trainer.model.eval()  # dropout off: the chain and the end point are deterministic given z0, noise
     before = copy.deepcopy(trainer.model)
@@ -95,7 +95,7 @@ def test_chain_rule_with_chain_dropout_trains() -> None:
     seqs = [([4, 5] if i % 2 else [6, 7]) * (1 + i % 3) for i in range(48)]
     data = Dataset.from_dict({"id": list(range(48)), "text": ["x"] * 48, "ids": seqs, "label": [-1] * 48},
                              features=FEATURES)
-    train = TrainConfig(epochs=3, batch_size=16, lr=3e-3, device="cpu", chain_gradients="chain", health_samples=20)
+    train = TrainConfig(epochs=3, batch_size=16, lr=3e-3, device="cpu", precision="float32", chain_gradients="chain", health_samples=20)
     langevin = LANGEVIN.model_copy(update={"chain_dropout": True})
     history = train_model("sri", V, data, data, QUIET, langevin, train, progress=False, max_len=10).history
     assert history[-1]["train_nll"] < history[0]["train_nll"]
