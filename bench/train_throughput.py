@@ -1,5 +1,6 @@
-"""Training throughput of SRI, VAE and LM at the yelp and ptb model sizes, and how close the SRI step
-comes to this machine's matrix-multiply rate.
+"""Training throughput of SRI, VAE and LM at the yelp and ptb model sizes, per precision path the machine
+has (float32; bfloat16 autocast where it multiplies bfloat16 natively, shortrun.numerics), how close the SRI
+step comes to the same-precision matrix-multiply rate, and the speed-up of train.precision auto over float32.
 
 FLOPs of one SRI training step (a multiply-add is 2 FLOPs). B sentences, T padded length,
 M = B(T-1) LSTM positions, N = predicted (non-padding) tokens, E = emb_dim, d = latent_dim,
@@ -8,10 +9,12 @@ H = hidden_dim, V = vocabulary size, K = Langevin steps:
     F     = M * 8H(E + d + H) + N * 2HV    one decoder forward: LSTM gates ([x;z] and h) + output layer
     chain = K * 2F                         each step: forward + backward w.r.t. the inputs (not the weights)
     train = 3F                             forward + backward w.r.t. inputs and weights
-    step  = (2K + 3) F
+    step  = (2K + 3) F                     the end-point rule; (3K + 3) F under the authors' rule (below)
 
 Left out (small against these): embedding lookups, gate nonlinearities, softmax, h0 = Linear(z), Adam.
-The reference rate is a plain [N, H] x [H, V] matmul (the output layer's shape) timed in the same run.
+The reference rate is a plain [N, H] x [H, V] matmul (the output layer's shape) in the same precision,
+timed in the same run. Each preset trains with its own SRI rule (yelp: the authors'). The precision paths'
+steps are taken in turn on the same batches, so their ratio sees one machine load.
 The batches are random token ids of realistic length (bucketed: lengths within +-1 of the corpus mean).
 Every figure is the best of several timed steps, so load from other processes shows up as little as possible.
 
@@ -34,7 +37,7 @@ from shortrun.config import PipelineConfig
 from shortrun.data.batching import Batch, collate
 from shortrun.objectives import StepContext
 from shortrun.params import build_config
-from shortrun.numerics import resolve_device
+from shortrun.numerics import CPUINFO, bfloat16_is_fast, numeric_path, resolve_device
 from shortrun.training import Trainer
 
 # vocabulary size and mean sentence length (words) of the corpora the presets train on
@@ -76,12 +79,13 @@ def random_batches(cfg: PipelineConfig, vocab: int, mean_len: int, count: int, s
 
 
 def sri_step_flops(cfg: PipelineConfig, vocab: int, batch: Batch) -> float:
-    """(2K + 3) F for one batch (see the module docstring)."""
+    """(2K + 3) F for one batch under the end-point rule, (3K + 3) F under the authors' (module docstring)."""
     e, d, h = cfg.model.emb_dim, cfg.model.latent_dim, cfg.model.hidden_dim
     positions = batch.tokens.shape[0] * (batch.tokens.shape[1] - 1)
     tokens = int(batch.lengths.sum())
     forward = positions * 8 * h * (e + d + h) + tokens * 2 * h * vocab
-    return (2 * cfg.langevin.steps + 3) * forward
+    per_chain_step = 3 if cfg.train.chain_gradients == "chain" else 2
+    return (per_chain_step * cfg.langevin.steps + 3) * forward
 
 
 def sync(device: torch.device) -> None:
@@ -113,36 +117,39 @@ def timed_step(trainer: Trainer, batch: Batch, step: int, temperature: float, de
     return time.perf_counter() - tic
 
 
-def time_training(cfg: PipelineConfig, kind: str, vocab: int, batches: list[Batch], device: torch.device) -> Measured:
-    """Trainer.step on the batches, each step timed, after one warm-up step."""
+def time_in_turn(trainers: dict[str, Trainer], batches: list[Batch], device: torch.device, temperature: float) -> dict[str, Measured]:
+    """Each trainer's steps on the same batches, the trainers taken in turn until each has MIN_STEPS steps and
+    MIN_SECONDS per trainer have passed, so that all of them see the same machine load."""
     batches = [b.to(device) for b in batches]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    trainer = ready_trainer(cfg, kind, vocab, batches[0])
-    steps: list[tuple[Batch, float]] = []
-    start = time.perf_counter()
-    while len(steps) < MIN_STEPS or time.perf_counter() - start < MIN_SECONDS:
-        batch = batches[len(steps) % len(batches)]
-        steps.append((batch, timed_step(trainer, batch, len(steps) + 1, cfg.train.temperature_end, device)))
-    return Measured(steps, peak_mib(device))
+    steps: dict[str, list[tuple[Batch, float]]] = {name: [] for name in trainers}
+    peaks = dict.fromkeys(trainers, 0.0)
+    rounds, start = 0, time.perf_counter()
+    while rounds < MIN_STEPS or time.perf_counter() - start < MIN_SECONDS * len(trainers):
+        batch = batches[rounds % len(batches)]
+        rounds += 1
+        for name, trainer in trainers.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            steps[name].append((batch, timed_step(trainer, batch, rounds, temperature, device)))
+            peaks[name] = max(peaks[name], peak_mib(device))
+    return {name: Measured(steps[name], peaks[name]) for name in trainers}
+
+
+def time_training(cfg: PipelineConfig, kind: str, vocab: int, batches: list[Batch], device: torch.device) -> Measured:
+    """Trainer.step of one model kind on the batches, each step timed, after one warm-up step."""
+    trainer = ready_trainer(cfg, kind, vocab, batches[0].to(device))
+    return time_in_turn({kind: trainer}, batches, device, cfg.train.temperature_end)[kind]
 
 
 def time_rules(cfg: PipelineConfig, vocab: int, batches: list[Batch], device: torch.device) -> dict[str, float]:
     """The best SRI step time (s) under each training rule (RULES), the rules' steps taken in turn."""
-    batches = [b.to(device) for b in batches]
     trainers = {}
     for name, (train, langevin) in RULES.items():
         rule_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=train),
                                           "langevin": cfg.langevin.model_copy(update=langevin)})
-        trainers[name] = ready_trainer(rule_cfg, "sri", vocab, batches[0])
-    best = {name: math.inf for name in RULES}
-    rounds, start = 0, time.perf_counter()
-    while rounds < MIN_STEPS or time.perf_counter() - start < MIN_SECONDS * len(RULES):
-        batch = batches[rounds % len(batches)]
-        rounds += 1
-        for name, trainer in trainers.items():
-            best[name] = min(best[name], timed_step(trainer, batch, rounds, cfg.train.temperature_end, device))
-    return best
+        trainers[name] = ready_trainer(rule_cfg, "sri", vocab, batches[0].to(device))
+    measured = time_in_turn(trainers, batches, device, cfg.train.temperature_end)
+    return {name: 1.0 / m.best(lambda batch: 1.0) for name, m in measured.items()}
 
 
 def bench_rules(preset: str, device: torch.device) -> str:
@@ -170,44 +177,70 @@ def matmul_gflops(rows: int, hidden: int, vocab: int, device: torch.device, dtyp
     return 2 * rows * hidden * vocab / best / 1e9
 
 
-def bench_preset(preset: str, device: torch.device) -> list[str]:
-    """One row per model kind, then the SRI step's rate against the matmul rate.
+def cpu_name() -> str:
+    """The CPU's model name (figures depend on it: AMX or not, see shortrun.numerics)."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown CPU")
 
-    The matmul is timed just before and just after the SRI steps (the best of both counts), so a
-    machine whose load changes during the run compares like with like.
+
+def precision_paths(device: torch.device) -> list[str]:
+    """float32, and bfloat16 where the device multiplies it natively (elsewhere it is emulated: not worth timing)."""
+    return ["float32", "bfloat16"] if bfloat16_is_fast(device) else ["float32"]
+
+
+def bench_preset(preset: str, device: torch.device) -> list[str]:
+    """Per precision path: one row per model kind, then the SRI step's rate against the same-precision matmul;
+    last, the speed-up of the automatic choice over float32 for each kind.
+
+    The paths' steps are taken in turn; each matmul is timed just before and just after the steps (the best
+    of both counts), so a machine whose load changes during the run compares like with like.
     """
     vocab, mean_len = SIZES[preset]
-    cfg = build_config(preset, {"train": {"device": device.type}})
+    paths = precision_paths(device)
+    configs = {path: build_config(preset, {"train": {"device": device.type, "precision": path}}) for path in paths}
+    cfg = configs["float32"]
     batches = random_batches(cfg, vocab, mean_len, count=4)
     tokens = int(sum(int(b.lengths.sum()) for b in batches) / len(batches))
     hidden = cfg.model.hidden_dim
-    reference = matmul_gflops(tokens, hidden, vocab, device)
-    lines, ratio = [], 0.0
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    reference = {path: matmul_gflops(tokens, hidden, vocab, device, dtypes[path]) for path in paths}
+    rows: dict[str, dict[str, Measured]] = {}
     for kind in KINDS:
-        measured = time_training(cfg, kind, vocab, batches, device)
-        step_ms = 1e3 / measured.best(lambda batch: 1.0)
-        tokens_per_s = measured.best(lambda batch: float(batch.lengths.sum()))
-        gflops = ""
-        if kind == "sri":
-            sri_gflops = measured.best(lambda batch: sri_step_flops(cfg, vocab, batch)) / 1e9
-            reference = max(reference, matmul_gflops(tokens, hidden, vocab, device))
-            ratio = sri_gflops / reference
-            gflops = f"{sri_gflops:9.1f}"
-        lines.append(f"{preset:6} {kind:4} {tokens_per_s:11.0f} {step_ms:10.1f} {gflops:>9} {measured.peak_mib:9.0f}")
-    lines.append(f"{preset:6} matmul [{tokens}x{hidden}]x[{hidden}x{vocab}]: {reference:.1f} GFLOP/s; "
-                 f"SRI step / matmul = {ratio:.2f} (target >= 0.75)")
+        trainers = {path: ready_trainer(configs[path], kind, vocab, batches[0].to(device)) for path in paths}
+        rows[kind] = time_in_turn(trainers, batches, device, cfg.train.temperature_end)
+    reference = {path: max(rate, matmul_gflops(tokens, hidden, vocab, device, dtypes[path])) for path, rate in reference.items()}
+    lines = []
+    for path in paths:
+        for kind in KINDS:
+            measured = rows[kind][path]
+            gflops = ""
+            if kind == "sri":
+                gflops = f"{measured.best(lambda batch: sri_step_flops(configs[path], vocab, batch)) / 1e9:9.1f}"
+            lines.append(f"{preset:6} {path:9} {kind:4} {measured.best(lambda batch: float(batch.lengths.sum())):11.0f} "
+                         f"{1e3 / measured.best(lambda batch: 1.0):10.1f} {gflops:>9} {measured.peak_mib:9.0f}")
+        sri = rows["sri"][path].best(lambda batch: sri_step_flops(configs[path], vocab, batch)) / 1e9
+        lines.append(f"{preset:6} {path:9} matmul [{tokens}x{hidden}]x[{hidden}x{vocab}]: {reference[path]:.1f} GFLOP/s; "
+                     f"SRI step ({cfg.train.chain_gradients} rule) / matmul = {sri / reference[path]:.2f} (target >= 0.75)")
+    auto = numeric_path(device.type, "auto").precision
+    speedups = ", ".join(f"{kind} x{rows[kind][auto].best(lambda b: 1.0) / rows[kind]['float32'].best(lambda b: 1.0):.2f}"
+                         for kind in KINDS)
+    lines.append(f"{preset:6} auto = {auto}: tokens/s over float32: {speedups}")
     return lines
 
 
 def main() -> None:
     device = resolve_device("auto")
     threads = torch.get_num_threads() if device.type == "cpu" else None
-    where = f"{device.type}" + (f", {threads} threads" if threads else f", {torch.cuda.get_device_name()}")
-    print(f"training throughput ({where}; best of >= {MIN_STEPS} timed steps; random ids of realistic lengths)", flush=True)
-    print(f"{'preset':6} {'model':4} {'tokens/s':>11} {'step ms':>10} {'GFLOP/s':>9} {'peak MiB':>9}", flush=True)
+    where = f"{cpu_name()}, {threads} threads" if threads else torch.cuda.get_device_name()
+    print(f"training throughput ({where}; precision paths {', '.join(precision_paths(device))}; best of >= "
+          f"{MIN_STEPS} timed steps, paths in turn; random ids of realistic lengths)", flush=True)
+    print(f"{'preset':6} {'precision':9} {'model':4} {'tokens/s':>11} {'step ms':>10} {'GFLOP/s':>9} {'peak MiB':>9}", flush=True)
     for preset in SIZES:
         for line in bench_preset(preset, device):
             print(line, flush=True)
-    print("SRI training rules side by side (best of >= 3 steps each, taken in turn)", flush=True)
+    print("SRI training rules side by side (train.precision auto; best of >= 3 steps each, taken in turn)", flush=True)
     for preset in SIZES:
         print(bench_rules(preset, device), flush=True)

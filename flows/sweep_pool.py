@@ -24,7 +24,6 @@ from prefect.deployments import run_deployment
 from prefect.states import Crashed
 from prefect.types.entrypoint import EntrypointType
 
-from flows.schedule import require_server
 from flows.stages import child_env
 from flows.trial import run_trial
 from shortrun.errors import ShortrunError
@@ -65,6 +64,8 @@ def run_on_pool(pool: str, repo: str, commit: str, sweep: str, parent_id: str, t
     A flow run not ended `trial_timeout_s` after submission (its worker killed, none picking it up) is
     set Crashed and its trial reported failed, so a lost worker does not keep the sweep waiting forever.
     """
+    from flows.schedule import require_server  # here: a trial's flow run on a worker need not load the pipeline (torch, MLflow)
+
     require_server()
     deployment = sweep_trial.to_deployment(name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
                                            tags=["shortrun", "sweep"])

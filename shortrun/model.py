@@ -25,34 +25,48 @@ MASK_BITS = 24
 
 
 class TokenNLL(torch.autograd.Function):
-    """-log softmax(logits)[target] per row in float32, with a lean backward: softmax(logits) - onehot(target).
+    """-log softmax(logits)[target] per row, in float32 or wider, with a lean backward: softmax(logits) - onehot.
 
-    Same values as F.cross_entropy, computed once: the forward's float32 log-softmax is kept, and the
-    backward only exponentiates it (no second softmax, no zero-filled gradient to scatter into, no
-    log_softmax backward). The chain differentiates through this layer K times per training step, and
-    the output layer's [N, V] arrays are most of the step's memory traffic. Under bfloat16 autocast the
-    logits arrive in bfloat16; the log-softmax and the NLL are still float32 (or wider) and the gradient goes back
-    in the logits' dtype. Differentiating the backward itself (create_graph: the change-of-variables
-    Jacobian) recomputes the softmax from the logits so that it stays on the graph.
+    The chain differentiates through this layer K times per training step, and its [N, V] arrays are
+    most of the step's memory traffic, so each array is passed over as few times as possible:
+    - float32 (and float64) logits: one log-softmax in the forward, kept; the backward only exponentiates it
+      (no second softmax, no zero-filled gradient to scatter into, no log_softmax backward).
+    - lower precision (bfloat16 autocast): one softmax in the logits' dtype (its reductions run in float32),
+      kept; the NLL is -log of the target's probability in float32 (relative error 2^-8 on the probability:
+      0.004 nats per token; probabilities below float32's range count as 1e-38, 87.5 nats), and the backward
+      is one pass, probs * grad. A float32 log-softmax would first copy the logits to float32 and then write
+      and re-read float32 arrays: four passes instead of one (bench/train_throughput.py).
+    Differentiating the backward itself (create_graph: the change-of-variables Jacobian) recomputes the
+    softmax from the logits so that it stays on the graph.
     """
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, targets: Tensor) -> Tensor:
-        log_probs = F.log_softmax(logits, dim=1, dtype=torch.promote_types(logits.dtype, torch.float32))
-        ctx.save_for_backward(logits, targets, log_probs)
-        return -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
+        wide = torch.promote_types(logits.dtype, torch.float32)
+        ctx.kept_probabilities = logits.dtype != wide
+        if not ctx.kept_probabilities:
+            log_probs = F.log_softmax(logits, dim=1)
+            ctx.save_for_backward(logits, targets, log_probs)
+            return -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
+        probs = torch.softmax(logits, dim=1)
+        ctx.save_for_backward(logits, targets, probs)
+        target_probs = probs.gather(1, targets.unsqueeze(1)).squeeze(1).to(wide)
+        return -torch.log(target_probs.clamp_min(torch.finfo(wide).tiny))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        logits, targets, log_probs = ctx.saved_tensors
+        logits, targets, kept = ctx.saved_tensors
         rows = torch.arange(targets.numel(), device=targets.device)
         if torch.is_grad_enabled():  # create_graph: stay on the graph, out-of-place, so softmax's backward works
-            probs = torch.softmax(logits, dim=1, dtype=log_probs.dtype)
+            probs = torch.softmax(logits, dim=1, dtype=grad.dtype)
             onehot = torch.zeros_like(probs).index_put_((rows, targets), torch.ones((), dtype=probs.dtype, device=probs.device))
             return ((probs - onehot) * grad.unsqueeze(1)).to(logits.dtype), None
-        probs = log_probs.exp()
-        probs[rows, targets] -= 1.0
-        return probs.mul_(grad.unsqueeze(1)).to(logits.dtype), None
+        if ctx.kept_probabilities:  # in the logits' dtype
+            grad = grad.to(logits.dtype)
+            out = kept * grad.unsqueeze(1)
+        else:  # float32 (or wider) log-probabilities
+            out = kept.exp().mul_(grad.unsqueeze(1))
+        return out.index_put_((rows, targets), -grad, accumulate=True), None
 
 
 class Dropout(nn.Dropout):

@@ -2,16 +2,18 @@
 same answers either way (float32 weights, optimizer state and reported likelihoods)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import shortrun.numerics as numerics
 from shortrun.config import LangevinConfig, ModelConfig, TrainConfig
 from shortrun.data.batching import collate
 from shortrun.errors import ConfigError
-from shortrun.model import Generator
+from shortrun.model import Generator, TokenNLL
 from shortrun.numerics import NumericPath, cpu_has_bfloat16_units, numeric_path
 from shortrun.objectives import StepContext
 from shortrun.training import Trainer, train_model
@@ -102,3 +104,20 @@ def test_bfloat16_training_on_tiny_reaches_float32s_validation_nll(tiny: dict) -
     assert len(history["bfloat16"]) == tiny["cfg"].train.epochs
     for lower, exact in zip(history["bfloat16"], history["float32"]):
         assert abs(lower - exact) < BFLOAT16_NLL_TOLERANCE, history
+
+
+def test_a_bfloat16_token_nll_is_float32_close_to_the_exact_one_and_finite_when_a_probability_underflows() -> None:
+    torch.manual_seed(0)
+    logits = (torch.randn(20, 50) * 4).to(torch.bfloat16)
+    targets = torch.randint(0, 50, (20,))
+    exact_logits = logits.float().requires_grad_(True)
+    exact = F.cross_entropy(exact_logits, targets, reduction="none")
+    (exact_grad,) = torch.autograd.grad(exact.sum(), exact_logits)
+    lower_logits = logits.clone().requires_grad_(True)
+    lower = TokenNLL.apply(lower_logits, targets)
+    (lower_grad,) = torch.autograd.grad(lower.sum(), lower_logits)
+    assert lower.dtype == torch.float32 and lower_grad.dtype == torch.bfloat16
+    assert torch.allclose(lower, exact, atol=0.01) and not torch.equal(lower, exact)
+    assert torch.allclose(lower_grad.float(), exact_grad, atol=0.01)
+    far = torch.tensor([[0.0, 200.0]], dtype=torch.bfloat16)  # p(target 0) = e^-200: below float32's range
+    assert TokenNLL.apply(far, torch.tensor([0])).item() == pytest.approx(-math.log(torch.finfo(torch.float32).tiny))

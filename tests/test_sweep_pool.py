@@ -28,6 +28,9 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 TRIAL = Path(__file__).with_name("sweep_trial.py")
 METRIC = "train.sri.best_valid_nll"
+# The lost trial is given up this long after submission: a worker starts a trial within seconds (it asks
+# every 2 s, and a trial's flow run loads no pipeline), and every second here is waited in full.
+LOST_TIMEOUT_S = 25
 
 
 @dataclass
@@ -106,13 +109,15 @@ def test_trials_run_in_parallel_on_two_workers_of_a_pool(pool):
 
 def test_a_worker_killed_mid_trial_ends_the_sweep_with_the_trial_reported_failed(pool):
     """langevin.steps=11 hangs; its worker is killed while it runs, and the sweep gives up on it after the timeout."""
-    sweep = pool.processes.start("sweep-lost", pool.sweep("lost", "--grid", "langevin.steps=11", "--trial-timeout", "60"),
-                                 pool.workspace, pool.env)
+    sweep = pool.processes.start("sweep-lost", pool.sweep("lost", "--grid", "langevin.steps=11", "--trial-timeout",
+                                                          str(LOST_TIMEOUT_S)), pool.workspace, pool.env)
     running = wait_until(lambda: [w for w in pool.workers if pool.clones(w, "lost")], 120,
                          "the hanging trial started on a worker", details=pool.logs)
     pool.processes.stop(pool.workers[running[0]])
+    assert sweep.poll() is None, "the sweep gave up before the worker was killed: raise LOST_TIMEOUT_S"
     assert sweep.wait(timeout=300) == 2  # no trial finished
     report = (pool.workspace / ".shortrun" / "sweeps" / "lost" / "sweep.md").read_text()
-    assert "failed: flow run marked Crashed: no result within 60 s of submission (its worker lost?)" in report
+    assert (f"failed: flow run marked Crashed: no result within {LOST_TIMEOUT_S} s of submission (its worker lost?)"
+            in report)
     assert "sweep lost: no trial finished" in pool.processes.tail(sweep)
     assert [r.state_name for r in pool.flow_runs("sweep:lost")] == ["Crashed"]
