@@ -31,6 +31,7 @@ from typing import Any
 
 import shortrun  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
 import torch
+from torch import nn
 
 from bench.evaluate_speed import sri_part
 from bench.train_throughput import KINDS, SIZES, matmul_gflops, random_batches, sri_step_flops, time_training
@@ -136,8 +137,9 @@ def prepared_splits(data: DataConfig, root: Path) -> tuple[Vocab, Any, Any]:
     return vocab, to_dataset(splits["train"], vocab), to_dataset(splits["valid"], vocab)
 
 
-def two_epochs(cfg: PipelineConfig, vocab: Vocab, train_set: Any, valid_set: Any) -> tuple[Generator, dict[str, Any]]:
-    """Train the SRI model for TRAIN_EPOCHS epochs, printing the validation NLL as each epoch ends."""
+def train_recorded(cfg: PipelineConfig, vocab: Vocab, train_set: Any, valid_set: Any,
+                   kind: str = "sri") -> tuple[nn.Module, dict[str, Any]]:
+    """Train a model of `kind` for cfg.train.epochs, printing the validation NLL as each epoch ends."""
     epochs: list[dict[str, float]] = []
     marks = {"start": time.perf_counter(), "batch": 0.0}  # when the epoch began, when its last batch ended
 
@@ -150,12 +152,12 @@ def two_epochs(cfg: PipelineConfig, vocab: Vocab, train_set: Any, valid_set: Any
                        "train_nll": metrics["train_nll"], "tokens_per_s": metrics["tokens_per_s"],
                        "train_seconds": marks["batch"] - marks["start"], "seconds": now - marks["start"]})
         marks["start"] = now
-        print(f"  {cfg.preset} sri ({cfg.train.precision}) epoch {epochs[-1]['epoch']}: valid NLL {metrics['valid_nll']:.3f}, "
+        print(f"  {cfg.preset} {kind} ({cfg.train.precision}) epoch {epochs[-1]['epoch']}: valid NLL {metrics['valid_nll']:.3f}, "
               f"{epochs[-1]['train_seconds']:.1f} s training, {epochs[-1]['seconds']:.1f} s with validation", flush=True)
 
-    outcome = train_model("sri", len(vocab), train_set, valid_set, cfg.model, cfg.langevin, cfg.train,
+    outcome = train_model(kind, len(vocab), train_set, valid_set, cfg.model, cfg.langevin, cfg.train,
                           on_epoch=on_epoch, on_batch=on_batch, progress=False, max_len=cfg.data.max_len)
-    figures = {"preset": cfg.preset, "precision": cfg.train.precision, "train_sentences": len(train_set),
+    figures = {"preset": cfg.preset, "model": kind, "precision": cfg.train.precision, "train_sentences": len(train_set),
                "valid_sentences": len(valid_set),
                "steps_k": cfg.langevin.steps, "epochs": epochs, "seconds": outcome.seconds}
     return outcome.model, figures
@@ -235,10 +237,10 @@ def check(argv: list[str] | None = None) -> int:
     vocab, train_set, valid_set = prepared_splits(cfg.data, data_root(REPO))
     print(f"3/4 {TRAIN_EPOCHS} epochs of {cfg.preset} ({len(train_set)} sentences, K = {cfg.langevin.steps}; "
           f"precision {', '.join(precisions(device))})", flush=True)
-    model, report["training"] = two_epochs(cfg, vocab, train_set, valid_set)
+    model, report["training"] = train_recorded(cfg, vocab, train_set, valid_set)
     for precision in precisions(device)[1:]:
         lower = build_config(sizes["train"], {"train": {**settings, "precision": precision}})
-        report[f"training_{precision}"] = two_epochs(lower, vocab, train_set, valid_set)[1]
+        report[f"training_{precision}"] = train_recorded(lower, vocab, train_set, valid_set)[1]
         change = report[f"training_{precision}"]["epochs"][-1]["valid_nll"] - report["training"]["epochs"][-1]["valid_nll"]
         report[f"{precision}_valid_nll_change"] = change
     report["part_seconds"]["training"] = lap()
