@@ -108,7 +108,7 @@ def short_run(
     z0: Optional[Tensor] = None,
     noise: Optional[Tensor] = None,
     create_graph: bool = False,
-    generator_rng: Optional[torch.Generator] = None,
+    rng: Optional[torch.Generator] = None,
     sizes: Optional[Tensor] = None,
     param_grads: bool = False,
 ) -> ShortRunResult:
@@ -129,7 +129,7 @@ def short_run(
     batch, dim, device = tokens.size(0), generator.latent_dim, tokens.device
     temp = 0.0 if not cfg.noise else (cfg.temperature if temperature is None else temperature)
     if z0 is None:
-        z0 = torch.randn(batch, dim, device=device, generator=generator_rng)
+        z0 = torch.randn(batch, dim, device=device, generator=rng)
     if noise is not None and noise.shape != (len(sizes), batch, dim):
         raise ValueError(f"noise must have shape ({len(sizes)}, {batch}, {dim}), got {tuple(noise.shape)}")
     grad_norms, energies, finite, norms = [], [], [], []
@@ -154,7 +154,7 @@ def short_run(
                 energies.append((nll + 0.5 * z.pow(2).sum(dim=1)).mean())
             z = z - 0.5 * s * s * (z + grad)
             if temp > 0.0:
-                eps = noise[k] if noise is not None else torch.randn(batch, dim, device=device, generator=generator_rng)
+                eps = noise[k] if noise is not None else torch.randn(batch, dim, device=device, generator=rng)
                 z = z + temp * s * eps
             with torch.no_grad():
                 finite.append(torch.isfinite(nll).all() & torch.isfinite(z).all())

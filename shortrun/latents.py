@@ -64,7 +64,7 @@ def latents_problem(table: LatentTable) -> str | None:
 
 def _sri_latents(generator: Generator, batch: Batch, langevin: LangevinConfig, chains: int, rng: torch.Generator) -> torch.Tensor:
     """Mean of `chains` independent short-run chains at the configured temperature."""
-    ends = [short_run(generator, batch.tokens, langevin, langevin.temperature, generator_rng=rng).z for _ in range(chains)]
+    ends = [short_run(generator, batch.tokens, langevin, langevin.temperature, rng=rng).z for _ in range(chains)]
     return torch.stack(ends).mean(dim=0)
 
 

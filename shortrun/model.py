@@ -164,7 +164,7 @@ class LSTMDecoder(nn.Module):
 
     @torch.no_grad()
     def _decode(
-        self, z: Optional[Tensor], batch: int, max_len: int, greedy: bool, generator: Optional[torch.Generator]
+        self, z: Optional[Tensor], batch: int, max_len: int, greedy: bool, rng: Optional[torch.Generator]
     ) -> list[list[int]]:
         device = self.out.weight.device
         state = self._state(z, batch, device)
@@ -180,7 +180,7 @@ class LSTMDecoder(nn.Module):
             if greedy:
                 token = logits.argmax(dim=-1, keepdim=True)
             else:
-                token = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+                token = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=rng)
             steps.append(token.squeeze(1).masked_fill(done, EOS))
             done |= token.squeeze(1) == EOS
             if bool(done.all()):
@@ -216,10 +216,10 @@ class Generator(LSTMDecoder):
         return self._sentence_nll(tokens, z, scored)
 
     def decode(
-        self, z: Tensor, max_len: int, greedy: bool = True, generator: Optional[torch.Generator] = None
+        self, z: Tensor, max_len: int, greedy: bool = True, rng: Optional[torch.Generator] = None
     ) -> list[list[int]]:
         """Sentences (token ids without specials) generated from each row of z."""
-        return self._decode(z, z.size(0), max_len, greedy, generator)
+        return self._decode(z, z.size(0), max_len, greedy, rng)
 
 
 class LanguageModel(LSTMDecoder):
@@ -237,10 +237,10 @@ class LanguageModel(LSTMDecoder):
         return self._sentence_nll(tokens, None)
 
     def decode(
-        self, num: int, max_len: int, greedy: bool = True, generator: Optional[torch.Generator] = None
+        self, num: int, max_len: int, greedy: bool = True, rng: Optional[torch.Generator] = None
     ) -> list[list[int]]:
         """`num` sentences (token ids without specials)."""
-        return self._decode(None, num, max_len, greedy, generator)
+        return self._decode(None, num, max_len, greedy, rng)
 
 
 class VAE(nn.Module):
@@ -261,10 +261,10 @@ class VAE(nn.Module):
         mu, logvar = self.to_posterior(h_n[-1]).chunk(2, dim=-1)
         return mu, logvar
 
-    def forward(self, tokens: Tensor, lengths: Tensor, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, tokens: Tensor, lengths: Tensor, rng: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor, Tensor]:
         """(reconstruction NLL [B], KL per dimension [B, d], mu [B, d]) with one reparameterised sample."""
         mu, logvar = self.encode(tokens, lengths)
-        eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+        eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=rng)
         z = mu + torch.exp(0.5 * logvar) * eps
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
         return self.generator.sentence_nll(tokens, z), kl, mu

@@ -98,8 +98,9 @@ class SRIObjective:
         nll = model.sentence_nll(batch.tokens, z)
         return StepOutput(loss=nll.mean(), nll_sum=nll.detach().sum())
 
-    def posterior_mode(self, model: Generator, batch: Batch) -> Tensor:
-        """A deterministic stand-in for the posterior mean: the noise-free chain from z0 = 0.
+    def noise_free_end(self, model: Generator, batch: Batch) -> Tensor:
+        """The end point of the noise-free chain from z0 = 0: a deterministic stand-in for the posterior mean
+        (not a mode: K steps of gradient descent on the energy need not reach one).
 
         Active units are computed from it: z_K of a noisy chain from a random z0 keeps part of z0
         (the short chain does not forget its start), so its spread across sentences would count
@@ -113,7 +114,7 @@ class SRIObjective:
         nll_sum, tokens, z0_abs, zk_abs, grad_norm, zs, ends = 0.0, 0, 0.0, 0.0, 0.0, [], []
         for batch in batches:
             with self.numerics.autocast():  # the chain in the training precision, the reported NLL in float32
-                result = short_run(model, batch.tokens, self.langevin, generator_rng=rng)
+                result = short_run(model, batch.tokens, self.langevin, rng=rng)
             with torch.no_grad():
                 nll_sum += float(model.sentence_nll(batch.tokens, result.z).sum())
             tokens += int(batch.lengths.sum())
@@ -121,7 +122,7 @@ class SRIObjective:
             zk_abs += float(result.z.abs().mean(dim=1).sum())
             grad_norm += float(result.grad_norms.mean()) * len(batch.lengths)
             ends.append(result.z)
-            zs.append(self.posterior_mode(model, batch))
+            zs.append(self.noise_free_end(model, batch))
         n = sum(len(b.lengths) for b in batches)
         metrics = _nll_metrics("valid", nll_sum, n, tokens)
         metrics.update(z0_abs_mean=z0_abs / n, zk_abs_mean=zk_abs / n, chain_grad_norm=grad_norm / n)
@@ -158,7 +159,7 @@ class VAEObjective:
     def validate(self, model: VAE, batches: list[Batch], rng: torch.Generator) -> dict[str, float]:
         rec_sum, kl_sum, tokens, mus, variances = 0.0, 0.0, 0, [], []
         for batch in batches:
-            rec, kl, mu = model(batch.tokens, batch.lengths, generator=rng)
+            rec, kl, mu = model(batch.tokens, batch.lengths, rng=rng)
             variances.append(model.encode(batch.tokens, batch.lengths)[1].exp())
             rec_sum += float(rec.sum())
             kl_sum += float(kl.sum())

@@ -66,7 +66,7 @@ def widen_prior(model: Generator, factor: float) -> Generator:
 def reconstruction_nll(model: Generator, vocab: Vocab, sentences: list[str]) -> float:
     """Training's validation number: mean NLL(x | z_K) at the end of one short-run chain per sentence."""
     batch = collate([vocab.encode(s.split()) for s in sentences])
-    z = short_run(model, batch.tokens, CHAIN, generator_rng=torch.Generator().manual_seed(0)).z
+    z = short_run(model, batch.tokens, CHAIN, rng=torch.Generator().manual_seed(0)).z
     with torch.no_grad():
         return float(model.sentence_nll(batch.tokens, z).mean())
 

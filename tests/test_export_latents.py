@@ -65,7 +65,7 @@ def test_sri_latent_is_the_mean_of_the_chains() -> None:
     table = encode("sri", dataset, seed=5, chains=3, batch_size=6)
     rng = torch.Generator().manual_seed(5)
     tokens, model = collate(seqs).tokens, tiny_model("sri")
-    chains = [short_run(model, tokens, LANGEVIN, LANGEVIN.temperature, generator_rng=rng).z for _ in range(3)]
+    chains = [short_run(model, tokens, LANGEVIN, LANGEVIN.temperature, rng=rng).z for _ in range(3)]
     expected = torch.stack(chains).mean(0).numpy()
     np.testing.assert_allclose(table.z, expected, rtol=1e-5, atol=1e-6)
     assert np.abs(chains[0].numpy() - expected).max() > 1e-4  # the average is not just one chain

@@ -87,8 +87,8 @@ def test_noise_controls(trained: Generator) -> None:
     assert torch.equal(fixed, short_run(trained, tokens, cfg, z0=z0, noise=noise).z)
     assert not torch.allclose(fixed, quiet)
     rng = torch.Generator().manual_seed(5)
-    drawn = short_run(trained, tokens, cfg, generator_rng=rng).z
-    assert torch.equal(drawn, short_run(trained, tokens, cfg, generator_rng=torch.Generator().manual_seed(5)).z)
+    drawn = short_run(trained, tokens, cfg, rng=rng).z
+    assert torch.equal(drawn, short_run(trained, tokens, cfg, rng=torch.Generator().manual_seed(5)).z)
     with pytest.raises(ValueError, match=r"noise must have shape \(4, 2, 4\)"):
         short_run(trained, tokens, cfg, noise=torch.zeros(3, 2, 4))
 

@@ -94,11 +94,11 @@ def test_decode_returns_ids_without_specials_and_respects_max_len() -> None:
     greedy = gen.decode(z, max_len=7)
     assert len(greedy) == 4 and greedy == gen.decode(z, max_len=7)
     rng = torch.Generator().manual_seed(1)
-    sampled = gen.decode(z, max_len=7, greedy=False, generator=rng)
+    sampled = gen.decode(z, max_len=7, greedy=False, rng=rng)
     for sentence in greedy + sampled:
         assert len(sentence) <= 7
         assert all(t not in (PAD, BOS, EOS) and 0 <= t < V for t in sentence)
-    assert len(eval_model("lm").decode(2, max_len=5, greedy=False, generator=rng)) == 2
+    assert len(eval_model("lm").decode(2, max_len=5, greedy=False, rng=rng)) == 2
 
 
 def test_vae_encoder_reads_only_the_valid_tokens() -> None:

@@ -72,7 +72,7 @@ def simulate(generator: Generator, num: int, max_len: int, rng: torch.Generator)
         if missing <= 0:
             break
         z = torch.randn(DRAWS_PER_ROUND * missing, generator.latent_dim, generator=rng, device=device)
-        rows = generator.decode(z, max_len, greedy=False, generator=rng)
+        rows = generator.decode(z, max_len, greedy=False, rng=rng)
         for row, ids in enumerate(rows):
             if len(ids) < max_len and len(kept_ids) < num:  # max_len words and no </s>: cut off, not a sample
                 kept_ids.append(ids)

@@ -37,7 +37,7 @@ def chain_gaussian(generator: Generator, tokens: Tensor, langevin: LangevinConfi
     if chains < 2:
         raise ValueError(f"fitting a variance needs at least 2 chains per sentence, got {chains}")
     batch = tokens.size(0)
-    ends = short_run(generator, tokens.repeat(chains, 1), langevin, generator_rng=rng).z
+    ends = short_run(generator, tokens.repeat(chains, 1), langevin, rng=rng).z
     ends = ends.reshape(chains, batch, -1)
     return ends.mean(dim=0), ends.var(dim=0, unbiased=True).log().clamp(min=MIN_LOGVAR)
 

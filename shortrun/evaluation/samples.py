@@ -46,7 +46,7 @@ def prior_samples(model: nn.Module, generator: Generator | None, vocab: Vocab, n
                   rng: torch.Generator) -> list[str]:
     """`num` sentences: greedy decoding of z ~ N(0, I) for latent models, ancestral sampling for the LM."""
     if generator is None:
-        rows = model.decode(num, max_len, greedy=False, generator=rng)
+        rows = model.decode(num, max_len, greedy=False, rng=rng)
     else:
         z = torch.randn(num, generator.latent_dim, generator=rng, device=rng.device)
         rows = generator.decode(z, max_len)
