@@ -1,0 +1,126 @@
+"""What each change to the SRI training step saves, part by part, at the yelp and ptb sizes (issue 16).
+
+The step's overheads found by profiling one yelp SRI step, and what replaced them; each pair below is timed
+in turn in the same run (forward and backward, the best of repeated calls), per precision path:
+
+- dropout masks: nn.Dropout draws its mask with bernoulli_, one number at a time on CPU; shortrun.model.Dropout
+  compares 24-bit random integers, drawn vectorised. Under the authors' rule every chain step runs dropout
+  on the embeddings and the LSTM outputs: 2(K + 1) masks per training step.
+- token NLL: F.cross_entropy (log_softmax, then a backward that zero-fills a gradient, scatters into it and
+  runs log_softmax's backward) against shortrun.model.TokenNLL (one log-softmax kept for a one-pass
+  backward; under bfloat16 one softmax in bfloat16 kept, no float32 copies of the [N, V] logits).
+- scored positions: selecting the non-padding targets with a boolean mask in every chain step against
+  indices found once per chain (shortrun.model.ScoredPositions); on CUDA the mask also costs a host
+  synchronisation per step.
+
+Not changed, and why: the LSTM's input-side product of the token embeddings does not depend on z, but
+nn.LSTM's fused oneDNN kernel takes [embedding; z] as one input, and a hand-written LSTM loop that hoisted
+it out of the chain would lose more in small sequential kernels than the product costs (it is about 30%
+of the LSTM's FLOPs, the LSTM about 16% of the step's). Freezing the weights during the chain (so that the
+LSTM's backward could skip their gradients) saved nothing measurable: oneDNN computes them regardless.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.train_throughput import SIZES, cpu_name, precision_paths
+from shortrun.data.vocab import PAD
+from shortrun.model import Dropout, ScoredPositions, TokenNLL
+from shortrun.numerics import NumericPath, resolve_device
+from shortrun.params import build_config
+
+REPEATS = 30
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def best_ms(work: Callable[[], None]) -> float:
+    work()
+    best = math.inf
+    for _ in range(REPEATS):
+        tic = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - tic)
+    return 1e3 * best
+
+
+def in_turn(pair: dict[str, Callable[[], None]]) -> dict[str, float]:
+    """Both variants' best times, measured alternately so that they see the same load."""
+    best = dict.fromkeys(pair, math.inf)
+    for _ in range(3):
+        for name, work in pair.items():
+            best[name] = min(best[name], best_ms(work))
+    return best
+
+
+def dropout_pair(shape: tuple[int, ...], p: float, dtype: torch.dtype) -> dict[str, Callable[[], None]]:
+    x = torch.randn(shape, dtype=dtype, requires_grad=True)
+    layers = {"nn.Dropout": nn.Dropout(p), "shortrun Dropout": Dropout(p)}
+    return {name: (lambda layer=layer: layer(x).sum().backward()) for name, layer in layers.items()}
+
+
+def nll_pair(rows: int, vocab: int, dtype: torch.dtype) -> dict[str, Callable[[], None]]:
+    logits = (3 * torch.randn(rows, vocab)).to(dtype).requires_grad_(True)
+    targets = torch.randint(0, vocab, (rows,))
+
+    def reference() -> None:
+        nll = F.cross_entropy(logits.float() if dtype != torch.float32 else logits, targets, reduction="none")
+        torch.autograd.grad(nll.sum(), logits)
+
+    def lean() -> None:
+        torch.autograd.grad(TokenNLL.apply(logits, targets).sum(), logits)
+
+    return {"F.cross_entropy": reference, "TokenNLL": lean}
+
+
+def positions_pair(tokens: torch.Tensor, hidden: torch.Tensor, steps: int) -> dict[str, Callable[[], None]]:
+    """Selecting the scored rows of the LSTM outputs in each of `steps` chain steps."""
+
+    def per_step_mask() -> None:
+        for _ in range(steps):
+            mask = tokens[:, 1:] != PAD
+            hidden[mask]
+            torch.arange(tokens.size(0)).unsqueeze(1).expand_as(mask)[mask]
+
+    def once() -> None:
+        scored = ScoredPositions.of(tokens)
+        for _ in range(steps):
+            hidden.reshape(-1, hidden.size(2)).index_select(0, scored.flat)
+
+    return {"mask per step": per_step_mask, "indices once": once}
+
+
+def lines_for(preset: str, path: NumericPath) -> list[str]:
+    vocab, mean_len = SIZES[preset]
+    cfg = build_config(preset, {"train": {"device": "cpu", "precision": path.precision}})
+    batch, steps, dtype = cfg.train.batch_size, cfg.langevin.steps, DTYPES[path.precision]
+    rows = batch * mean_len
+    tokens = torch.randint(4, vocab, (batch, mean_len + 2))
+    tokens[: batch // 2, -2:] = PAD
+    hidden = torch.randn(batch, mean_len + 1, cfg.model.hidden_dim)
+    pairs = {
+        f"dropout [{batch}x{mean_len + 1}x{cfg.model.hidden_dim}]": dropout_pair(hidden.shape, cfg.model.dropout_out, dtype),
+        f"token NLL [{rows}x{vocab}]": nll_pair(rows, vocab, dtype),
+        f"scored positions, {steps} steps": positions_pair(tokens, hidden, steps),
+    }
+    lines = []
+    for part, pair in pairs.items():
+        (old, before), (new, after) = in_turn(pair).items()
+        lines.append(f"{preset:5} {path.precision:9} {part:36} {old} {before:7.2f} ms -> {new} {after:7.2f} ms "
+                     f"(x{before / after:.1f})")
+    return lines
+
+
+def main() -> None:
+    device = resolve_device("cpu")
+    print(f"SRI step parts, before -> after ({cpu_name()}, {torch.get_num_threads()} threads; forward + backward, "
+          f"best of {REPEATS}, pairs in turn)", flush=True)
+    for preset in SIZES:
+        for precision in precision_paths(device):
+            for line in lines_for(preset, NumericPath(device, precision)):
+                print(line, flush=True)
