@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from shortrun.config import ModelConfig
 from shortrun.data.vocab import BOS, EOS, PAD
+from shortrun.measures import gaussian_kl
 
 INIT_RANGE = 0.1
 MASK_BITS = 24
@@ -266,7 +267,7 @@ class VAE(nn.Module):
         mu, logvar = self.encode(tokens, lengths)
         eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=rng)
         z = mu + torch.exp(0.5 * logvar) * eps
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+        kl = gaussian_kl(mu, logvar)
         return self.generator.sentence_nll(tokens, z), kl, mu
 
 

@@ -1,7 +1,7 @@
 """Watches over the learned latent space, per epoch in training and in the evaluation report.
 
 - Posterior collapse: a dimension is active when the variance of the posterior mean across sentences
-  exceeds 0.01 (Burda et al.'s active units, as in the paper). A model with no active unit ignores z.
+  exceeds 0.01 (shortrun.measures.active_units). A model with no active unit ignores z.
 - Prior holes: the aggregate posterior q(z) = mean_x q(z|x) should match the prior N(0, I) that
   generation samples from. Where it does not, prior samples land where no training sentence's posterior
   went, and the decoder, never trained there, may loop (a maximum-length run of one or two words).
@@ -16,16 +16,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from shortrun.measures import AU_THRESHOLD, active_units
 from shortrun.model import Generator
 
-AU_THRESHOLD = 0.01
 SINGULAR = 1e-10  # a covariance whose eigenvalues span more than this ratio is taken as singular (float64)
 log = logging.getLogger("shortrun.monitor")
-
-
-def active_units(posterior_means: Tensor, threshold: float = AU_THRESHOLD) -> int:
-    """Number of dimensions whose posterior mean varies across sentences [N, d] by more than `threshold`."""
-    return int((posterior_means.var(dim=0) > threshold).sum())
 
 
 def latent_metrics(posterior_means: Tensor) -> dict[str, float]:
@@ -33,8 +28,7 @@ def latent_metrics(posterior_means: Tensor) -> dict[str, float]:
 
     Logs a loud warning when no unit is active.
     """
-    var = posterior_means.double().var(dim=0)
-    au = active_units(posterior_means)
+    au, var = active_units(posterior_means)
     metrics = {f"z_var_d{i:02d}": float(v) for i, v in enumerate(var)}
     metrics.update(
         z_var_min=float(var.min()), z_var_mean=float(var.mean()), z_var_max=float(var.max()),

@@ -26,7 +26,6 @@ the paper maximises; longer sentences weigh more, as they do in the data's likel
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
@@ -37,6 +36,7 @@ from shortrun.config import LangevinConfig, TrainConfig
 from shortrun.data.batching import Batch
 from shortrun.inference import short_run
 from shortrun.model import VAE, Generator, LanguageModel
+from shortrun.measures import perplexity
 from shortrun.monitor import aggregate_posterior, latent_metrics
 from shortrun.numerics import FLOAT32_CPU, NumericPath
 from shortrun.step_learning import StepSizeLearner
@@ -72,7 +72,7 @@ class Objective(Protocol):
 
 
 def _nll_metrics(prefix: str, nll_sum: float, sentences: int, tokens: int) -> dict[str, float]:
-    return {f"{prefix}_nll": nll_sum / sentences, f"{prefix}_ppl": math.exp(min(nll_sum / tokens, 700.0))}
+    return {f"{prefix}_nll": nll_sum / sentences, f"{prefix}_ppl": perplexity(nll_sum, tokens)}
 
 
 class SRIObjective:

@@ -29,6 +29,7 @@ from shortrun.data.batching import Batch, make_batches
 from shortrun.errors import TrainingError
 from shortrun.inference import ChainDiverged
 from shortrun.model import build_model, latent_generator
+from shortrun.measures import perplexity
 from shortrun.monitor import prior_health
 from shortrun.numerics import numeric_path
 from shortrun.objectives import SRIObjective, StepContext, StepOutput, build_objective
@@ -283,7 +284,7 @@ class Trainer:
         metrics = {
             "train_loss": sums.get("loss", 0.0) / max(sums.get("batches", 0.0), 1.0),
             "train_nll": sums.get("nll", 0.0) / sentences,
-            "train_ppl": math.exp(min(sums.get("nll", 0.0) / tokens, 700.0)),
+            "train_ppl": perplexity(sums.get("nll", 0.0), tokens),
             "tokens_per_s": sums.get("tokens", 0.0) / max(sums.get("seconds", 0.0), 1e-9),
         }
         if self.kind == "vae":

@@ -93,7 +93,8 @@ def server(tmp_path_factory, processes, workspace) -> PrefectServer:
 def completed_scheduled_run(server: PrefectServer, name: str, proc: subprocess.Popen) -> FlowRun:
     """Wait for a scheduled run of deployment `name`, run by `proc`, to complete; fail at once if one fails.
 
-    Then pause the schedule and let a run that just started finish, so that `proc` may be stopped.
+    The schedule is paused as soon as that run is running (pausing removes only runs not yet started), so
+    no later run starts after it and `proc` may be stopped as soon as it has completed.
     """
     def details() -> str:
         return f"--- {name}:\n{server.processes.tail(proc)}\n--- server:\n{server.log()}"
@@ -103,18 +104,20 @@ def completed_scheduled_run(server: PrefectServer, name: str, proc: subprocess.P
     wait_until(lambda: server.scheduled_runs(dep_id), 60, f"{name}: the server's scheduler created runs",
                details=details)
 
-    def completed() -> FlowRun | None:
+    def runs_in(states: set[StateType]) -> list[FlowRun]:
         assert proc.poll() is None, f"{name}: the serving process exited\n{details()}"
         runs = server.scheduled_runs(dep_id)
         broken = [r for r in runs if r.state_type in (StateType.FAILED, StateType.CRASHED)]
         assert not broken, f"scheduled run {broken[0].name} {broken[0].state_name}: {broken[0].state.message}\n{details()}"
-        return next((r for r in runs if r.state_type == StateType.COMPLETED), None)
+        return [r for r in runs if r.state_type in states]
 
-    run = wait_until(completed, RUN_TIMEOUT_S, f"a scheduled run of {name} Completed", interval_s=2, details=details)
+    (started, *_) = wait_until(lambda: runs_in({StateType.RUNNING, StateType.COMPLETED}), RUN_TIMEOUT_S,
+                               f"a scheduled run of {name} started", details=details)
     with server.client() as api:
         api.pause_deployment(dep_id)
-    wait_until(lambda: not any(r.state_type in ACTIVE for r in server.scheduled_runs(dep_id)), 120,
-               f"{name}: no run active after pausing", interval_s=2, details=details)
+    run = wait_until(lambda: next((r for r in runs_in({StateType.COMPLETED}) if r.id == started.id), None),
+                     RUN_TIMEOUT_S, f"scheduled run {started.name} of {name} Completed", interval_s=2, details=details)
+    wait_until(lambda: not runs_in(ACTIVE), 60, f"{name}: no run active after pausing", details=details)
     return run
 
 

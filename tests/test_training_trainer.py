@@ -10,6 +10,7 @@ import torch
 from shortrun.checkpoint import load_checkpoint, load_trained, write_model_files
 from shortrun.config import PipelineConfig
 from shortrun.errors import TrainingError
+from shortrun.measures import AU_THRESHOLD
 from shortrun.training import epoch_temperature, train_model, validation_batches
 
 
@@ -43,7 +44,8 @@ def test_training_nll_decreases_on_the_tiny_preset(tiny: dict, kind: str) -> Non
         assert "active_units" not in history[-1] and "agg_kl" not in history[-1]
     else:
         row = history[-1]
-        assert 0 <= row["active_units"] <= tiny["cfg"].model.latent_dim
+        variances = [row[f"z_var_d{i:02d}"] for i in range(tiny["cfg"].model.latent_dim)]
+        assert row["active_units"] == sum(v > AU_THRESHOLD for v in variances)  # counted from the logged variances
         assert row["agg_kl"] >= 0 and row["agg_sq_norm"] > 0  # the aggregate posterior against the prior
         assert 0 <= row["prior_at_max_len"] <= 1 and 0 < row["prior_distinct_2"] <= 1
         assert row["collapsed"] == float(row["active_units"] == 0)

@@ -27,7 +27,6 @@ from shortrun.evaluation.importance import diagonal_normal_log_density
 from shortrun.inference import short_run
 from shortrun.model import VAE, Generator
 
-AU_THRESHOLD = 0.01
 MIN_LOGVAR = math.log(1e-6)  # keeps the fit of nearly identical chain end points a proper density
 
 
@@ -56,11 +55,6 @@ def reconstruction_nll(generator: Generator, tokens: Tensor, mu: Tensor, logvar:
     return generator.sentence_nll(tokens, mu + torch.exp(0.5 * logvar) * eps)
 
 
-def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per sentence [B]."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
-
-
 def mutual_information(mu: Tensor, logvar: Tensor, rng: torch.Generator | None = None, chunk: int = 1024) -> float:
     """I(x; z) in nats for the N posteriors given by (mu, logvar) [N, d], one z_i ~ q(z|x_i) per sentence.
 
@@ -78,15 +72,3 @@ def mutual_information(mu: Tensor, logvar: Tensor, rng: torch.Generator | None =
     ]) - math.log(num)
     return float((log_conditional - log_aggregate).mean())
 
-
-def active_units(mu: Tensor, threshold: float = AU_THRESHOLD, mean_noise: Tensor | None = None) -> tuple[int, Tensor]:
-    """(number of active dimensions, per-dimension variance of the posterior mean across sentences [d]).
-
-    mean_noise [d]: the Monte-Carlo variance of each estimated mean, averaged over sentences (for a mean
-    of M chain end points, mean_x sigma_x^2 / M). It is subtracted, because noisy estimates of the means
-    vary across sentences even where the true posterior means do not.
-    """
-    variance = mu.var(dim=0, unbiased=True)
-    if mean_noise is not None:
-        variance = (variance - mean_noise).clamp(min=0.0)
-    return int((variance > threshold).sum()), variance

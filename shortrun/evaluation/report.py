@@ -8,7 +8,7 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from shortrun.evaluation.posterior import AU_THRESHOLD
+from shortrun.measures import AU_THRESHOLD
 from shortrun.evaluation.suite import ModelEvaluation
 from shortrun.io import atomic_file, write_text
 

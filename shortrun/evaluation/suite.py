@@ -13,7 +13,6 @@ every model and estimator. Randomness comes from one torch.Generator seeded with
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -30,14 +29,8 @@ from shortrun.data.batching import Batch, make_batches
 from shortrun.evaluation import ais, bdmc, likelihood
 from shortrun.evaluation.estimators import Estimator, Settings
 from shortrun.evaluation.importance import Estimate
-from shortrun.evaluation.posterior import (
-    active_units,
-    chain_gaussian,
-    encoder_gaussian,
-    gaussian_kl,
-    mutual_information,
-    reconstruction_nll,
-)
+from shortrun.measures import active_units, gaussian_kl, perplexity
+from shortrun.evaluation.posterior import chain_gaussian, encoder_gaussian, mutual_information, reconstruction_nll
 from shortrun.evaluation.samples import SampleSheet, decode_means, interpolation_path, prior_samples
 from shortrun.model import VAE, Generator, LanguageModel, latent_generator
 from shortrun.monitor import aggregate_posterior, prior_health
@@ -91,7 +84,7 @@ def corpus_metrics(est: Estimate, lengths: Tensor) -> dict[str, float]:
     nll = -est.log_likelihood.double().cpu()
     return {
         "nll": float(nll.mean()),
-        "ppl": float(math.exp(nll.sum() / lengths.sum())),
+        "ppl": perplexity(float(nll.sum()), float(lengths.sum())),
         "nll_se": float(est.std_error.double().cpu().pow(2).sum().sqrt() / len(nll)),
         "sentences": len(nll),
     }
@@ -204,7 +197,7 @@ def _posterior_health(result: ModelEvaluation, model: nn.Module, generator: Gene
     au, variance = active_units(mu, mean_noise=noise)
     result.metrics.update({
         "recon": float(rec.mean()),
-        "kl": float(gaussian_kl(mu, logvar).mean()),
+        "kl": float(gaussian_kl(mu, logvar).sum(dim=-1).mean()),
         "mi": mutual_information(mu, logvar, rng),
         "au": au,
         **aggregate_posterior(mu, logvar.exp()),  # the mixture of the q(z|x) against the prior
