@@ -167,7 +167,7 @@ def merge(folders: list[str], out: Path) -> None:
     write_outputs({name: row for part in parts for name, row in part["variants"].items()}, headers.pop(), out)
 
 
-def main(argv: list[str] | None = None) -> None:
+def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", default=PARAMS_FILE)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
@@ -201,4 +201,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run()

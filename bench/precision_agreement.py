@@ -2,12 +2,13 @@
 autocast (train.precision), with the validation NLL of both at every epoch and their difference
 (target: within 0.05 nats per sentence at the same epoch, issue 16) beside the training speed.
 
-    python -m bench precision_agreement                              # yelp, SRI, the preset's epochs
+    python -m bench.precision_agreement                              # yelp, SRI, the preset's epochs
     python -m bench.precision_agreement --preset tiny --models sri vae lm --epochs 2
 
 Only where the machine multiplies bfloat16 natively (shortrun.numerics): elsewhere bfloat16 is emulated
 and `auto` never takes it, so there is nothing to compare. The data are prepared in memory as the prepare
-stage prepares them; figures go to --out (JSON) and a table is printed.
+stage prepares them; figures go to --out (JSON) and a table is printed. Not part of `python -m bench` (it
+trains for the preset's budget).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def table(figures: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> None:
+def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="yelp")
     parser.add_argument("--models", nargs="+", default=["sri"], choices=("sri", "vae", "lm"))
@@ -74,4 +75,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(sys.argv[1:])

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import model_comparison
+from bench.__main__ import discover
 from shortrun.params import data_root, dump_params, preset_params
 
 
@@ -14,7 +15,7 @@ def test_comparison_writes_curves_table_and_test_numbers(tiny: dict, tmp_path: P
     params = tmp_path / "params.yaml"
     params.write_text(dump_params(preset_params("tiny", str(data_root()))))
     out = tmp_path / "out"
-    model_comparison.main(["--params", str(params), "--prepared", str(tiny["prepared"]), "--set", "train.epochs=2",
+    model_comparison.run(["--params", str(params), "--prepared", str(tiny["prepared"]), "--set", "train.epochs=2",
                            "--set", "evaluate.ais_steps=4", "--variants", "lm", "sri-chain",
                            "--curve-sentences", "6", "--curve-steps", "3", "--test-sentences", "6", "--out", str(out)])
     result = json.loads((out / "comparison.json").read_text())["variants"]
@@ -34,8 +35,14 @@ def test_merge_joins_comparisons_measured_alike_and_refuses_others(tmp_path: Pat
     for folder, name, header in (("a", "lm", "same"), ("b", "vae", "same"), ("c", "sri-chain", "other")):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "comparison.json").write_text(json.dumps({"header": header, "variants": {name: row}}))
-    model_comparison.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")])
+    model_comparison.run(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")])
     assert set(json.loads((tmp_path / "ab" / "comparison.json").read_text())["variants"]) == {"lm", "vae"}
     assert (tmp_path / "ab" / "curves.png").is_file()
     with pytest.raises(SystemExit, match="measured differently"):
-        model_comparison.main(["--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")])
+        model_comparison.run(["--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")])
+
+
+def test_make_bench_leaves_out_the_runs_that_train_for_a_whole_budget() -> None:
+    quick = discover()
+    assert {"train_throughput", "step_parts", "evaluate_speed"} <= set(quick)
+    assert not {"model_comparison", "precision_agreement", "gpu_check"} & set(quick)
