@@ -37,14 +37,13 @@ from bench.evaluate_speed import sri_part
 from bench.train_throughput import KINDS, SIZES, matmul_gflops, random_batches, sri_step_flops, time_training
 from shortrun.config import DataConfig, PipelineConfig
 from shortrun.data.batching import Batch, collate
-from shortrun.data.corpus import read_corpus_file
-from shortrun.data.prepared import to_dataset
-from shortrun.data.vocab import Vocab, build_vocab, read_vocab_file
+from shortrun.data.preparation import build_corpus
+from shortrun.data.vocab import Vocab
 from shortrun.errors import ConfigError
 from shortrun.io import write_json
 from shortrun.model import Generator
 from shortrun.numerics import bfloat16_is_fast
-from shortrun.params import build_config, corpus_file, data_root
+from shortrun.params import build_config, data_root
 from shortrun.training import train_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,17 +123,8 @@ def throughput(preset: str, device: torch.device) -> dict[str, Any]:
 
 def prepared_splits(data: DataConfig, root: Path) -> tuple[Vocab, Any, Any]:
     """The vocabulary and the train and valid datasets, made in memory as the prepare stage makes them."""
-    labels = data.labels if data.labeled else None
-    splits = {}
-    for name, limit in (("train", data.max_train), ("valid", data.max_valid)):
-        key = f"data.{name}_file"
-        raw = read_corpus_file(corpus_file(data, getattr(data, f"{name}_file"), root, key), labels, data.on_malformed, key)
-        splits[name] = raw.filter_length(data.min_len, data.max_len)[0].head(limit)[0]
-    if data.vocab_file:
-        vocab = read_vocab_file(corpus_file(data, data.vocab_file, root, "data.vocab_file"), data.max_vocab)
-    else:
-        vocab = build_vocab(splits["train"].tokens, data.max_vocab, data.min_freq)
-    return vocab, to_dataset(splits["train"], vocab), to_dataset(splits["valid"], vocab)
+    corpus = build_corpus(data, root)
+    return corpus.vocab, corpus.dataset("train"), corpus.dataset("valid")
 
 
 def train_recorded(cfg: PipelineConfig, vocab: Vocab, train_set: Any, valid_set: Any,

@@ -40,7 +40,7 @@ from shortrun.objectives import StepContext
 from shortrun.params import build_config, data_root
 from shortrun.paths import PREPARED
 from shortrun.training import Trainer, epoch_batches, epoch_temperature, validation_batches
-from tasks.prepare import prepare
+from shortrun.data.preparation import prepare_corpus
 
 TRAIN_SENTENCES = 4000
 VALID_SENTENCES = 200
@@ -113,7 +113,7 @@ def main() -> None:
     cfg = reduced_yelp()
     print(f"machine: {machine()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
-        prepare(cfg.data, data_root(Path(__file__).parent))
+        prepare_corpus(cfg.data, data_root(Path(__file__).parent))
         vocab, train_set = load_vocab(Path(PREPARED)), load_split("train", Path(PREPARED))
         valid_set = load_split("valid", Path(PREPARED))
         valid = validation_batches(valid_set, cfg.train)

@@ -14,7 +14,7 @@ import torch
 from shortrun.data.prepared import load_split, load_vocab
 from shortrun.params import build_config, data_root
 from shortrun.paths import PREPARED
-from tasks.prepare import prepare
+from shortrun.data.preparation import prepare_corpus
 
 torch.set_num_threads(1)
 
@@ -69,7 +69,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cfg = build_config("tiny")
     folder, root = tmp_path_factory.mktemp("tiny"), data_root()
     with contextlib.chdir(folder):
-        prepare(cfg.data, root)
+        prepare_corpus(cfg.data, root)
     prepared = folder / PREPARED
     return {"cfg": cfg, "vocab": load_vocab(prepared), "train": load_split("train", prepared),
             "valid": load_split("valid", prepared), "prepared": prepared}

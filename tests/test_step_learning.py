@@ -26,7 +26,7 @@ from shortrun.serving import log_generator
 from shortrun.step_learning import StepSizeLearner, chain_elbo
 from shortrun.training import train_model
 from tasks import export, train
-from tasks.prepare import prepare
+from shortrun.data.preparation import prepare_corpus
 
 V = 12
 CFG = ModelConfig(latent_dim=4, emb_dim=8, hidden_dim=16, encoder_hidden_dim=16, dropout_emb=0.0, dropout_out=0.0)
@@ -156,7 +156,7 @@ def test_learned_sizes_are_saved_reloaded_and_used_by_export_and_serving(tmp_pat
     cfg = build_config("tiny", {"train": {"epochs": 1, "max_batches_per_epoch": 3},
                                 "langevin": {"learn_steps": True, "learn_steps_every": 1, "learn_steps_sentences": 2,
                                              "learn_steps_lr": 0.1}})
-    prepare(cfg.data, root)
+    prepare_corpus(cfg.data, root)
     train.run(cfg, "sri")
 
     trained = load_trained(Path("models/sri"))

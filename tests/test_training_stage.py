@@ -13,7 +13,7 @@ from shortrun.errors import ConfigError
 from shortrun.numerics import numeric_path
 from shortrun.params import build_config, data_root
 from tasks import train
-from tasks.prepare import prepare
+from shortrun.data.preparation import prepare_corpus
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = data_root()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    prepare(build_config("tiny").data, root)
+    prepare_corpus(build_config("tiny").data, root)
     return tmp_path
 
 
