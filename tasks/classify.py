@@ -8,17 +8,15 @@ classifier together with its generator). An unlabeled corpus is skipped: the sam
 from __future__ import annotations
 
 import logging
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
 import mlflow
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from shortrun.classify import BudgetResult, Labeled, evaluate_budget, gmm_accuracy
+from shortrun.classify import Labeled, evaluate_budget, gmm_accuracy
+from shortrun.classify_report import CSV_COLUMNS, ModelResult, accuracy_figure, curve_of, metrics_of, report_of
 from shortrun.config import PipelineConfig
 from shortrun.errors import DataError
 from shortrun.io import atomic_dir, atomic_file, write_json, write_text
@@ -33,18 +31,7 @@ METRICS_FILE = METRICS / "classify.json"
 PLOT_CSV = PLOTS / "classify" / "accuracy.csv"
 PLOT_PNG = PLOTS / "classify" / "accuracy.png"
 REPORT = REPORTS / "classify.md"
-CSV_COLUMNS = ["model", "labels", "accuracy", "accuracy_std"]
 GMM_SEED = 0
-
-
-@dataclass
-class ModelResult:
-    """Everything the classify stage learned about one latent model."""
-
-    kind: str
-    budgets: list[BudgetResult]
-    gmm_accuracy: float
-    gmm_components: int
 
 
 def skip_reason(cfg: PipelineConfig) -> str | None:
@@ -89,69 +76,6 @@ def classify_model(cfg: PipelineConfig, kind: str) -> ModelResult:
     return ModelResult(kind, budgets, gmm_accuracy(train_z, test, components, GMM_SEED), components)
 
 
-def metrics_of(results: list[ModelResult], classifier: str) -> dict:
-    """metrics/classify.json: per model, per budget accuracy mean/std, seeds and C; GMM accuracy."""
-    return {
-        "classifier": classifier,
-        "models": {
-            r.kind: {
-                "budgets": {str(b.budget): b.summary() for b in r.budgets},
-                "gmm": {"accuracy": r.gmm_accuracy, "components": r.gmm_components},
-            }
-            for r in results
-        },
-    }
-
-
-def curve_of(results: list[ModelResult]) -> pd.DataFrame:
-    """plots/classify/accuracy.csv: one row per model and budget."""
-    rows = [(r.kind, b.budget, *(b.summary()[k] for k in ("acc_mean", "acc_std"))) for r in results for b in r.budgets]
-    return pd.DataFrame(rows, columns=CSV_COLUMNS)
-
-
-def write_plot(curve: pd.DataFrame, note: str | None = None) -> None:
-    """Accuracy against the number of labels (log x), one line with error bars per model; or a note."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    for model, rows in curve.groupby("model", sort=True):
-        ax.errorbar(rows["labels"], rows["accuracy"], yerr=rows["accuracy_std"], marker="o", capsize=3, label=model)
-    if note:
-        ax.text(0.5, 0.5, textwrap.fill(note, 50), ha="center", va="center", transform=ax.transAxes)
-    else:
-        ax.set_xscale("log")
-        ax.minorticks_off()
-        budgets = sorted(curve["labels"].unique())
-        ax.set_xticks(budgets, labels=[str(b) for b in budgets])
-        ax.legend()
-    ax.set_xlabel("number of labels")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Classification on latent features")
-    fig.tight_layout()
-    with atomic_file(PLOT_PNG) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-
-
-def report_of(results: list[ModelResult], cfg: PipelineConfig) -> str:
-    """reports/classify.md: the accuracy table and the clustering table."""
-    lines = [
-        f"# Classification on latent features ({cfg.data.corpus}, {cfg.classify.classifier})",
-        "",
-        "Test accuracy: mean ± std over the training sets of a budget (the corpus subset, then seeded resamples).",
-        "C: the regularisation chosen on the validation split for the corpus subset.",
-        "",
-        "| model | labels | accuracy | seeds | C |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        for b in r.budgets:
-            s = b.summary()
-            lines.append(f"| {r.kind} | {b.budget} | {s['acc_mean']:.4f} ± {s['acc_std']:.4f} | {s['n_seeds']} | {s['c']:g} |")
-    lines += ["", "Unsupervised: Gaussian mixture on the latents, clusters matched one-to-one to labels.", ""]
-    lines += ["| model | components | test accuracy |", "|---|---:|---:|"]
-    lines += [f"| {r.kind} | {r.gmm_components} | {r.gmm_accuracy:.4f} |" for r in results]
-    return "\n".join(lines) + "\n"
-
-
 def write_classifiers(results: list[ModelResult], cfg: PipelineConfig) -> None:
     """Seed-0 classifier of every model and budget, with a summary of how each was chosen."""
     summary: dict = {"classifier": cfg.classify.classifier, "models": {}}
@@ -166,6 +90,11 @@ def write_classifiers(results: list[ModelResult], cfg: PipelineConfig) -> None:
                     "seeds": [{"c": f.c, "valid_accuracy": f.valid_accuracy, "test_accuracy": f.test_accuracy} for f in b.fits],
                 }
         write_json(out / "summary.json", summary)
+
+
+def write_plot(curve: pd.DataFrame, note: str | None = None) -> None:
+    with atomic_file(PLOT_PNG) as tmp:
+        accuracy_figure(curve, note).savefig(tmp, format="png", dpi=100)
 
 
 def write_skipped(reason: str) -> None:
@@ -204,6 +133,6 @@ def run(cfg: PipelineConfig) -> None:
         with atomic_file(PLOT_CSV) as tmp:
             curve.to_csv(tmp, index=False)
         write_plot(curve)
-        write_text(REPORT, report_of(results, cfg))
+        write_text(REPORT, report_of(results, cfg.data.corpus, cfg.classify.classifier))
         log_json_metrics(METRICS_FILE)
         log_outputs()
