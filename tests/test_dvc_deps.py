@@ -126,12 +126,20 @@ def test_one_changed_corpus_byte_makes_prepare_stale(placeholders, name):
 
 
 @pytest.mark.slow
-def test_dvc_repro_after_a_corpus_change_reruns_prepare_and_leaves_its_dependents_stale(tmp_path_factory):
+def test_dvc_repro_after_a_test_file_change_reruns_prepare_and_leaves_only_the_test_readers_stale(tmp_path_factory):
+    """Training reads vocab, train and valid only: a changed test sentence leaves every model up to date."""
     with _placeholder_workspace(tmp_path_factory) as (workspace, corpus):
         _flip_a_letter(corpus / "short_yelp.test.txt")
         out = dvc("repro", "--single-item", "prepare", cwd=workspace)
         assert "Running stage 'prepare'" in out
-        assert _stale(workspace) == {*TRAIN, "export@sri", "export@vae", "evaluate"}
+        assert _stale(workspace) == {"export@sri", "export@vae", "evaluate"}
+
+
+def test_dvc_repro_after_a_training_file_change_leaves_every_reader_of_train_stale(tmp_path_factory):
+    with _placeholder_workspace(tmp_path_factory) as (workspace, corpus):
+        _flip_a_letter(corpus / "short_yelp.train.10000.txt")
+        dvc("repro", "--single-item", "prepare", cwd=workspace)
+        assert _stale(workspace) == {*TRAIN, "export@sri", "export@vae"}
 
 
 def test_the_experiment_table_shows_only_the_headline_metrics():

@@ -68,16 +68,24 @@ def entered(dest: Path) -> Iterator[Path]:
 
 
 def commit_placeholders(dest: Path) -> None:
-    """Record every stage of `dest` as up to date, with placeholder outputs and without running any.
+    """Record every stage of `dest` as up to date, with placeholder outputs and without running any stage.
 
     Afterwards `dvc status` lists exactly the stages that a change to their inputs makes stale, which is
-    what a dependency test needs to see (in seconds, where running the stages would take minutes).
+    what a dependency test needs to see (in seconds, where running the stages would take minutes). The
+    prepared data are the real ones (the library's prepare_corpus, in this process): a test that reruns
+    prepare then sees which of its parts really changed.
     """
     from dvc.repo import Repo
 
+    from shortrun.data.preparation import prepare_corpus
+    from shortrun.params import corpus_root, load_config
+    from shortrun.paths import PREPARED
+
+    data = load_config(dest / "params.yaml").data
+    prepare_corpus(data, corpus_root(data, dest), dest / PREPARED)
     with Repo(str(dest)) as repo:
         paths = [Path(out.fs_path) for out in repo.index.outs]
-    for path in paths:
+    for path in [p for p in paths if not p.is_relative_to(dest / PREPARED)]:
         folder = path.parent if path.suffix else path
         folder.mkdir(parents=True, exist_ok=True)
         (path if path.suffix else path / "placeholder").write_text("{}\n")

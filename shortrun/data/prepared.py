@@ -2,7 +2,12 @@
 
     vocab.txt            one token per line, id = line number, ids 0..3 = <pad> <unk> <s> </s>
     train/ valid/ test/  datasets.Dataset (save_to_disk) with columns id, text, ids, label
+    labeled/budgets.json the label budgets (a list, empty for an unlabeled corpus)
     labeled/<budget>/    the labeled training subsets, same columns
+
+Each of vocab.txt, train/, valid/, test/ and labeled/ is a DVC output of its own, and writing the same
+data gives the same bytes, so a stage that reads only some of them (training: vocab, train, valid) is not
+rerun when another changes (a new test file reruns only export and evaluate).
 """
 from __future__ import annotations
 
@@ -16,12 +21,13 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from shortrun.data.corpus import CorpusSplit
 from shortrun.data.vocab import Vocab
 from shortrun.errors import DataError
-from shortrun.io import atomic_dir
+from shortrun.io import atomic_dir, write_json
 from shortrun.paths import PREPARED
 
 SPLITS = ("train", "valid", "test")
 VOCAB_FILE = "vocab.txt"
 LABELED_DIR = "labeled"
+BUDGETS_FILE = "budgets.json"
 FEATURES = Features(
     {
         "id": Value("int64"),  # 0-based line (or row) number in the source
@@ -51,6 +57,8 @@ def write_prepared(target: Path, vocab: Vocab, splits: Mapping[str, Dataset], la
         vocab.save(tmp / VOCAB_FILE)
         for name, dataset in splits.items():
             dataset.save_to_disk(str(tmp / name))
+        # always there (DVC tracks it as an output of its own), with a manifest so it is never empty
+        write_json(tmp / LABELED_DIR / BUDGETS_FILE, sorted(labeled))
         for budget, dataset in labeled.items():
             dataset.save_to_disk(str(tmp / LABELED_DIR / str(budget)))
 
