@@ -55,6 +55,13 @@ def sqlite_workspace() -> Callable[[Path], ContextManager[None]]:
 
 
 @pytest.fixture
+def stage_workspace(tmp_path: Path, sqlite_workspace) -> Iterator[Path]:
+    """An empty folder as the working directory, with its own MLflow store: where a stage's `run` writes."""
+    with sqlite_workspace(tmp_path):
+        yield tmp_path
+
+
+@pytest.fixture
 def float64() -> Iterator[None]:
     """The chain's own tensors (LSTM state, z0) follow the default dtype: float64 for exact comparisons."""
     previous = torch.get_default_dtype()

@@ -41,10 +41,8 @@ def config(**classify_cfg):
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return tmp_path
+def workspace(stage_workspace: Path) -> Path:
+    return stage_workspace
 
 
 def test_classify_writes_metrics_plot_report_and_classifiers(workspace: Path) -> None:

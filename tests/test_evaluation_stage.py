@@ -36,16 +36,14 @@ def split(n: int, seed: int) -> Dataset:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Prepared data and randomly initialised sri/vae/lm model folders in a scratch working directory."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+def workspace(stage_workspace: Path) -> Path:
+    """Prepared data and randomly initialised sri/vae/lm model folders in the stage workspace."""
     write_prepared(Path("data/prepared"), VOCAB, {"train": split(8, 0), "valid": split(4, 1), "test": split(16, 2)}, {})
     for kind in ("sri", "vae", "lm"):
         torch.manual_seed(0)
         model = build_model(kind, len(VOCAB), ModelConfig(**MODEL_CFG))
         save_model_dir(Path("models") / kind, kind, model, VOCAB, ModelConfig(**MODEL_CFG), build_config("tiny").langevin)
-    return tmp_path
+    return stage_workspace
 
 
 def config():

@@ -45,10 +45,8 @@ def make_workspace(labeled: bool) -> None:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return tmp_path
+def workspace(stage_workspace: Path) -> Path:
+    return stage_workspace
 
 
 def run_export(kind: str, **export_cfg) -> dict[str, pd.DataFrame]:

@@ -9,20 +9,19 @@ import mlflow
 import pytest
 
 from shortrun.checkpoint import load_checkpoint, load_trained
+from shortrun.data.preparation import prepare_corpus
 from shortrun.errors import ConfigError
 from shortrun.numerics import numeric_path
 from shortrun.params import build_config, data_root
 from tasks import train
-from shortrun.data.preparation import prepare_corpus
+from tests.workspace import ROOT
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = data_root()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    prepare_corpus(build_config("tiny").data, root)
-    return tmp_path
+def workspace(stage_workspace: Path) -> Path:
+    """The tiny preset's prepared data in the stage workspace."""
+    prepare_corpus(build_config("tiny").data, data_root(ROOT))
+    return stage_workspace
 
 
 def test_train_stage_writes_dvc_outputs_and_logs_each_epoch(workspace: Path) -> None:
