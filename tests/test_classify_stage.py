@@ -57,7 +57,8 @@ def test_classify_writes_metrics_plot_report_and_classifiers(workspace: Path) ->
     assert sri["budgets"]["30"]["acc_mean"] > 0.95 and sri["budgets"]["90"]["acc_std"] == 0.0
     assert sri["budgets"]["30"]["c"] in (0.1, 1.0)
     assert abs(vae["budgets"]["90"]["acc_mean"] - 0.5) < 0.15
-    assert sri["gmm"]["components"] == 2 and 0.5 <= sri["gmm"]["accuracy"] <= 1.0
+    assert sri["gmm"]["components"] == 2 and sri["gmm"]["accuracy"] > 0.95  # two clusters 4 apart on z_0
+    assert abs(vae["gmm"]["accuracy"] - 0.5) < 0.15  # clusters unrelated to the labels
 
     curve = pd.read_csv("plots/classify/accuracy.csv")
     assert list(curve.columns) == ["model", "labels", "accuracy", "accuracy_std"]
