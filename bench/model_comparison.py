@@ -15,7 +15,9 @@ After every epoch the variant's validation likelihood is measured on the first -
 validation sentences (AIS with --curve-steps distributions for latent models), against the wall-clock
 seconds spent training so far. The epoch with the best validation likelihood is then scored on the
 first --test-sentences test sentences with the evaluate section's AIS settings: choices on
-validation, test numbers only for what was chosen. Writes comparison.json, comparison.md and
+validation, test numbers only for what was chosen. With --bdmc, each chosen latent model's AIS is also
+checked by bidirectional Monte Carlo on evaluate.bdmc_sentences sentences simulated from it (the gap
+between AIS's lower and upper bounds: how far the test estimate can be from the truth). Writes comparison.json, comparison.md and
 curves.png to --out. Not part of `make bench` (it trains for the preset's full budget).
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ from torch import nn
 from shortrun.config import EvaluateConfig, PipelineConfig
 from shortrun.data.batching import make_batches
 from shortrun.data.prepared import load_split, load_vocab
-from shortrun.evaluation import ais
+from shortrun.evaluation import ais, bdmc
 from shortrun.evaluation.estimators import Settings
 from shortrun.evaluation.importance import Estimate
 from shortrun.model import latent_generator
@@ -114,6 +116,12 @@ def train_variant(name: str, base: PipelineConfig, data: dict[str, Any], args: a
     return curve
 
 
+def bdmc_check(model: nn.Module, cfg: PipelineConfig) -> dict[str, float]:
+    """BDMC with the evaluate section's AIS settings on sentences simulated from the model (shortrun.evaluation.bdmc)."""
+    settings = Settings(evaluate=cfg.evaluate, langevin=cfg.langevin, rng=torch.Generator().manual_seed(cfg.evaluate.seed))
+    return bdmc.check(model, settings, cfg.data.max_len).get("bdmc", {"sentences": 0})
+
+
 def mean_nll(est: Estimate) -> tuple[float, float]:
     """Mean NLL per sentence and its standard error (from the per-sentence Monte-Carlo errors)."""
     n = len(est.std_error)
@@ -142,10 +150,12 @@ def plot_curves(rows: dict[str, Any], path: Path) -> None:
 
 def report(rows: dict[str, Any], header: str) -> str:
     """The comparison as a markdown table under a line saying how it was measured."""
-    lines = [header, "", "| variant | best epoch | valid NLL | test NLL | training s |", "|---|---|---|---|---|"]
+    lines = [header, "", "| variant | best epoch | valid NLL | test NLL | BDMC gap | training s |", "|---|---|---|---|---|---|"]
     for name, row in rows.items():
+        check = row.get("bdmc", {})
+        gap = f"{check['gap']:.2f} ± {check['gap_se']:.2f} ({check['sentences']})" if check.get("sentences") else "-"
         lines.append(f"| {name} | {row['best_epoch']} | {row['valid_nll']:.2f} | {row['test_nll']:.2f} ± "
-                     f"{row['test_nll_se']:.2f} | {row['curve'][-1]['seconds']:.0f} |")
+                     f"{row['test_nll_se']:.2f} | {gap} | {row['curve'][-1]['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -176,6 +186,7 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--curve-sentences", type=int, default=50)
     parser.add_argument("--curve-steps", type=int, default=50)
     parser.add_argument("--test-sentences", type=int, default=100)
+    parser.add_argument("--bdmc", action="store_true", help="check each chosen latent model's AIS by BDMC")
     parser.add_argument("--merge", nargs="+", metavar="DIR", help="only merge the comparisons in these folders")
     parser.add_argument("--out", default="reports/comparison")
     args = parser.parse_args(argv)
@@ -194,6 +205,8 @@ def run(argv: list[str] | None = None) -> None:
         test_nll, test_se = mean_nll(sentence_nll(curve.model, data["test"], curve.cfg, curve.cfg.evaluate))
         rows[name] = {"curve": curve.points, "best_epoch": curve.best_epoch, "valid_nll": curve.best_nll,
                       "test_nll": test_nll, "test_nll_se": test_se}
+        if args.bdmc and latent_generator(curve.model) is not None:
+            rows[name]["bdmc"] = bdmc_check(curve.model, curve.cfg)
     header = (f"preset `{base.preset}`, {base.train.epochs} epochs, K = {base.langevin.steps}; validation: first "
               f"{len(data['curve'])} sentences, AIS {args.curve_steps} distributions x 2 chains; test: first "
               f"{len(data['test'])} sentences, AIS {base.evaluate.ais_steps} distributions x {base.evaluate.ais_chains} chains")
