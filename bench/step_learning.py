@@ -39,7 +39,7 @@ from shortrun.inference import step_sizes
 from shortrun.objectives import StepContext
 from shortrun.params import build_config, data_root
 from shortrun.paths import PREPARED
-from shortrun.training import Trainer, epoch_batches, epoch_temperature, validation_batches
+from shortrun.training import Trainer, epoch_batches, validation_batches
 from shortrun.data.preparation import prepare_corpus
 
 TRAIN_SENTENCES = 4000
@@ -78,7 +78,7 @@ class Run:
                 self.epoch += 1
             batch = self.queue.pop(0)
             tic = time.perf_counter()
-            self.trainer.step(batch, StepContext(epoch_temperature(cfg, self.epoch - 1), self.steps))
+            self.trainer.step(batch, StepContext(self.trainer.temperature(self.epoch - 1), self.steps))
             self.seconds += time.perf_counter() - tic
             self.steps += 1
 

@@ -104,7 +104,7 @@ def ready_trainer(cfg: PipelineConfig, kind: str, vocab: int, batch: Batch) -> T
     """A trainer in train mode after one warm-up step."""
     trainer = Trainer(kind, vocab, cfg.model, cfg.langevin, cfg.train, progress=False)
     trainer.model.train()
-    trainer.step(batch, StepContext(temperature=cfg.train.temperature_end, global_step=0))
+    trainer.step(batch, StepContext(temperature=cfg.langevin.temperature, global_step=0))
     return trainer
 
 
@@ -138,7 +138,7 @@ def time_in_turn(trainers: dict[str, Trainer], batches: list[Batch], device: tor
 def time_training(cfg: PipelineConfig, kind: str, vocab: int, batches: list[Batch], device: torch.device) -> Measured:
     """Trainer.step of one model kind on the batches, each step timed, after one warm-up step."""
     trainer = ready_trainer(cfg, kind, vocab, batches[0].to(device))
-    return time_in_turn({kind: trainer}, batches, device, cfg.train.temperature_end)[kind]
+    return time_in_turn({kind: trainer}, batches, device, cfg.langevin.temperature)[kind]
 
 
 def time_rules(cfg: PipelineConfig, vocab: int, batches: list[Batch], device: torch.device) -> dict[str, float]:
@@ -148,7 +148,7 @@ def time_rules(cfg: PipelineConfig, vocab: int, batches: list[Batch], device: to
         rule_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=train),
                                           "langevin": cfg.langevin.model_copy(update=langevin)})
         trainers[name] = ready_trainer(rule_cfg, "sri", vocab, batches[0].to(device))
-    measured = time_in_turn(trainers, batches, device, cfg.train.temperature_end)
+    measured = time_in_turn(trainers, batches, device, cfg.langevin.temperature)
     return {name: 1.0 / m.best(lambda batch: 1.0) for name, m in measured.items()}
 
 
@@ -210,7 +210,7 @@ def bench_preset(preset: str, device: torch.device) -> list[str]:
     rows: dict[str, dict[str, Measured]] = {}
     for kind in KINDS:
         trainers = {path: ready_trainer(configs[path], kind, vocab, batches[0].to(device)) for path in paths}
-        rows[kind] = time_in_turn(trainers, batches, device, cfg.train.temperature_end)
+        rows[kind] = time_in_turn(trainers, batches, device, cfg.langevin.temperature)
     reference = {path: max(rate, matmul_gflops(tokens, hidden, vocab, device, dtypes[path])) for path, rate in reference.items()}
     lines = []
     for path in paths:

@@ -78,7 +78,14 @@ class LangevinConfig(Section):
     schedule: Literal["constant", "linear", "paper"] = Field(
         "paper", description="paper: the reference's decaying steps 0.8 ... 0.05, stretched to K steps"
     )
-    temperature: float = Field(0.2, ge=0.0, description="noise temperature T used outside training")
+    temperature: float = Field(0.2, ge=0.0, description="noise temperature T: reached by SRI training at the end of "
+                                                     "its ramp, and used by every chain outside training")
+    temperature_start: float = Field(0.05, ge=0.0, description="SRI training: noise temperature at the first epoch")
+    temperature_hold_epochs: int = Field(1, ge=0, description="SRI training: first epochs at temperature_start")
+    temperature_ramp_epochs: Optional[PositiveInt] = Field(
+        None, description="SRI training: epochs after the hold whose temperature rises linearly, the last reaching "
+                          "temperature; None ramps over every remaining epoch"
+    )
     noise: bool = Field(True, description="False runs the noise-free (gradient descent) chain")
     chain_dropout: bool = Field(
         False, description="SRI training: dropout stays on in the chain of a training step, a fresh mask per step (the "
@@ -144,13 +151,6 @@ class TrainConfig(Section):
                             "(float32 weights, optimizer and reported likelihoods) or float32; auto takes bfloat16 "
                             "where the device multiplies it natively (CUDA, CPUs with AMX), float32 elsewhere "
                             "(shortrun.numerics); evaluation's likelihoods are always float32"
-    )
-    temperature_start: float = Field(0.05, ge=0.0, description="SRI noise temperature at the first epoch")
-    temperature_end: float = Field(0.2, ge=0.0, description="SRI noise temperature reached at the end of the ramp")
-    temperature_hold_epochs: int = Field(1, ge=0, description="SRI: first epochs at temperature_start")
-    temperature_ramp_epochs: Optional[PositiveInt] = Field(
-        None, description="SRI: epochs after the hold whose temperature rises linearly, the last reaching "
-                          "temperature_end; None ramps over every remaining epoch"
     )
     kl_anneal_steps: int = Field(10000, ge=0, description="VAE: steps over which the KL weight rises from 0 to 1")
     free_bits: float = Field(0.0, ge=0.0, description="VAE: free-bits floor per latent dimension (0 turns it off)")

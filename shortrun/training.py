@@ -71,16 +71,16 @@ class _Progress:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def epoch_temperature(train: TrainConfig, epoch: int) -> float:
-    """SRI noise temperature of an epoch (0-based): temperature_start for the hold epochs, then equal steps
-    up to temperature_end over the ramp epochs, then flat. The defaults ramp linearly from the first
-    epoch (at temperature_start) to the last (at temperature_end)."""
-    hold = train.temperature_hold_epochs
-    ramp = train.temperature_ramp_epochs or train.epochs - hold
+def epoch_temperature(langevin: LangevinConfig, epochs: int, epoch: int) -> float:
+    """SRI noise temperature of an epoch (0-based) of `epochs`: temperature_start for the hold epochs, then
+    equal steps up to the chain's temperature over the ramp epochs, then flat. The defaults ramp linearly
+    from the first epoch (at temperature_start) to the last (at temperature)."""
+    hold = langevin.temperature_hold_epochs
+    ramp = langevin.temperature_ramp_epochs or epochs - hold
     if epoch < hold or ramp <= 0:
-        return train.temperature_start
+        return langevin.temperature_start
     progress = min((epoch - hold + 1) / ramp, 1.0)
-    return train.temperature_start + (train.temperature_end - train.temperature_start) * progress
+    return langevin.temperature_start + (langevin.temperature - langevin.temperature_start) * progress
 
 
 def epoch_batches(dataset: Any, train: TrainConfig, epoch: int) -> list[Batch]:
@@ -215,7 +215,7 @@ class Trainer:
     def _train_epoch(self, train_set: Any, epoch: int) -> None:
         state = self.state
         batches = epoch_batches(train_set, self.train_cfg, epoch)
-        ctx = StepContext(temperature=epoch_temperature(self.train_cfg, epoch), global_step=state.global_step)
+        ctx = StepContext(temperature=self.temperature(epoch), global_step=state.global_step)
         bar = tqdm(batches[state.batch:], desc=f"epoch {epoch + 1}", unit="batch", leave=False,
                    initial=state.batch, total=len(batches), disable=not self.progress)
         self.model.train()
@@ -228,6 +228,10 @@ class Trainer:
             bar.set_postfix(loss=f"{state.sums['loss'] / state.sums['batches']:.2f}", refresh=False)
             if self.on_batch:
                 self.on_batch(epoch + 1, state.batch, loss)
+
+    def temperature(self, epoch: int) -> float:
+        """The SRI chain's noise temperature in training epoch `epoch` (0-based)."""
+        return epoch_temperature(self.langevin, self.train_cfg.epochs, epoch)
 
     def step(self, batch: Batch, ctx: StepContext, where: str = "") -> tuple[StepOutput, float]:
         """One optimizer step on `batch` (in train mode); non-finite values raise TrainingError naming `where`."""
@@ -272,7 +276,7 @@ class Trainer:
         if generator is not None and self.train_cfg.health_samples:
             metrics.update(prior_health(generator, self.train_cfg.health_samples, self.max_len, rng))
         metrics.update(self.objective.epoch_metrics(
-            StepContext(temperature=epoch_temperature(self.train_cfg, epoch), global_step=self.state.global_step)))
+            StepContext(temperature=self.temperature(epoch), global_step=self.state.global_step)))
         self.state.history.append(metrics)
         self.state.epoch, self.state.batch, self.state.sums = epoch + 1, 0, {}
         self.rng = _rng_state(self.device)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from shortrun.checkpoint import load_checkpoint, load_trained, write_model_files
-from shortrun.config import PipelineConfig
+from shortrun.config import LangevinConfig, PipelineConfig
 from shortrun.errors import TrainingError
 from shortrun.measures import AU_THRESHOLD
+from shortrun.params import build_config
 from shortrun.training import epoch_temperature, train_model, validation_batches
 
 
@@ -159,20 +160,18 @@ def test_validation_can_use_the_first_sentences_only(tiny: dict) -> None:
     assert sum(len(b) for b in validation_batches(tiny["valid"], config(tiny).train)) == len(tiny["valid"])
 
 
-def test_temperature_anneals_linearly_over_epochs(tiny: dict) -> None:
-    train = config(tiny, epochs=4, temperature_start=0.1, temperature_end=0.4).train
-    assert [epoch_temperature(train, e) for e in range(4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
-    assert epoch_temperature(config(tiny, epochs=1).train, 0) == 0.05
+def test_temperature_anneals_linearly_over_epochs() -> None:
+    chain = LangevinConfig(temperature_start=0.1, temperature=0.4)
+    assert [epoch_temperature(chain, 4, e) for e in range(4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert epoch_temperature(LangevinConfig(), 1, 0) == 0.05
 
 
-def test_temperature_holds_then_ramps_like_the_reference_schedule(tiny: dict) -> None:
-    """The authors' PTB script: T = 0.05 for 15 epochs, then +0.05 per epoch up to 0.2."""
-    train = config(tiny, epochs=20, temperature_hold_epochs=15, temperature_ramp_epochs=3).train
-    assert [epoch_temperature(train, e) for e in range(13, 20)] == pytest.approx([0.05, 0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
-    held_to_the_end = config(tiny, epochs=3, temperature_hold_epochs=5).train
-    assert [epoch_temperature(held_to_the_end, e) for e in range(3)] == pytest.approx([0.05] * 3)
-    one = config(tiny, epochs=1).train
-    assert epoch_temperature(one, 0) == one.temperature_start
+def test_temperature_holds_then_ramps_like_the_reference_schedule() -> None:
+    """The authors' PTB script: T = 0.05 for 15 epochs, then +0.05 per epoch up to 0.2 (the chain's temperature)."""
+    chain = build_config("ptb-paper").langevin
+    assert [epoch_temperature(chain, 20, e) for e in range(13, 20)] == pytest.approx([0.05, 0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
+    held_to_the_end = LangevinConfig(temperature_hold_epochs=5)
+    assert [epoch_temperature(held_to_the_end, 3, e) for e in range(3)] == pytest.approx([0.05] * 3)
 
 
 def test_progress_bar_redraws_only_at_its_interval(tiny: dict, capsys, monkeypatch) -> None:
