@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Mapping
 
 from shortrun.paths import METRICS
-from shortrun.registry import Registration
-from shortrun.tracking import flatten
+from shortrun.ops.registry import Registration
+from shortrun.ops.tracking import flatten
 
 MODEL_KINDS = ("sri", "vae", "lm")
 # Metric names (the model kind taken out) shown in the summary.

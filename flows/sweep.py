@@ -47,7 +47,7 @@ from shortrun.sweep import (
     plan_trials,
 )
 from shortrun.sweep_report import report_markdown, write_plot
-from shortrun.tracking import DEFAULT_TRACKING_URI, connect
+from shortrun.ops.tracking import DEFAULT_TRACKING_URI, connect
 
 DEFAULT_COMMAND = "shortrun run"
 SWEEPS_DIR = Path(".shortrun") / "sweeps"  # ignored by git; one folder per sweep name

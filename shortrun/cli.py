@@ -190,7 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _check_tracking_server() -> None:
     """An MLflow server that cannot be connected to fails a stage here, in a second, not after the stage's
     imports (mlflow, torch: many seconds on a busy machine). Any HTTP answer passes: whether the store is
-    usable is for shortrun.tracking.connect to say once mlflow is loaded."""
+    usable is for shortrun.ops.tracking.connect to say once mlflow is loaded."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri.startswith(("http://", "https://")):
         return
@@ -245,7 +245,7 @@ def _check_model_command(command: str, args: argparse.Namespace) -> None:
 def _serving(command: str):
     def handler(args: argparse.Namespace) -> int:
         _check_model_command(command, args)
-        from shortrun import serving
+        from shortrun.ops import serving
 
         return getattr(serving, f"{command}_command")(args)
 

@@ -19,7 +19,7 @@ from shortrun.io import atomic_dir
 from shortrun.latents import encode_splits, write_latents
 from shortrun.numerics import numeric_path
 from shortrun.paths import latents_dir, model_dir
-from shortrun.tracking import stage_run
+from shortrun.ops.tracking import stage_run
 
 
 def run(cfg: PipelineConfig, kind: str) -> None:

@@ -13,7 +13,7 @@ from shortrun.data.stats import length_rows, plot_lengths, write_length_csv
 from shortrun.io import write_json
 from shortrun.params import corpus_root
 from shortrun.paths import METRICS, PLOTS
-from shortrun.tracking import log_json_metrics, stage_run
+from shortrun.ops.tracking import log_json_metrics, stage_run
 
 METRICS_FILE = METRICS / "prepare.json"
 LENGTHS_CSV = PLOTS / "prepare" / "lengths.csv"

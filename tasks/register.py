@@ -26,13 +26,13 @@ from datasets import Dataset
 from shortrun.checkpoint import TrainedModel, load_trained
 from shortrun.config import PipelineConfig
 from shortrun.data.prepared import load_split, load_vocab
-from shortrun.dvclock import out_md5
+from shortrun.ops.dvclock import out_md5
 from shortrun.errors import ConfigError, DataError, TrainingError
 from shortrun.evaluation.heldout import heldout_likelihood
 from shortrun.latents import read_latents
 from shortrun.numerics import resolve_device
 from shortrun.model import latent_generator
-from shortrun.model_cards import (
+from shortrun.ops.model_cards import (
     CorpusCard,
     classifier_description,
     classifier_version_description,
@@ -40,7 +40,7 @@ from shortrun.model_cards import (
     generator_version_description,
 )
 from shortrun.paths import METRICS, VOCAB, latents_dir, model_dir
-from shortrun.registry import (
+from shortrun.ops.registry import (
     GENERATOR_TAG,
     GENERATOR_VERSION_TAG,
     METRIC_PREFIX,
@@ -53,8 +53,8 @@ from shortrun.registry import (
     decide_with_generator,
     release,
 )
-from shortrun.serving import log_classifier, log_generator
-from shortrun.tracking import PARENT_RUN_ENV, flatten, git_commit
+from shortrun.ops.serving import log_classifier, log_generator
+from shortrun.ops.tracking import PARENT_RUN_ENV, flatten, git_commit
 
 KIND = "sri"  # the registered generator; its classifier reads latents/sri
 CLASSIFIERS = Path("classifiers")

@@ -29,7 +29,7 @@ from shortrun.errors import ConfigError, TrainingError
 from shortrun.io import replace_dir, write_json, write_text
 from shortrun.model import MODEL_CLASSES
 from shortrun.paths import METRICS, PLOTS, model_dir
-from shortrun.tracking import stage_run
+from shortrun.ops.tracking import stage_run
 from shortrun.numerics import numeric_path
 from shortrun.training import TrainOutcome, train_model
 

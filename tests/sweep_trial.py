@@ -15,7 +15,7 @@ import mlflow
 
 from shortrun.params import load_config
 from shortrun.sweep import sweep_tags
-from shortrun.tracking import connect
+from shortrun.ops.tracking import connect
 
 cfg = load_config("params.yaml")
 connect()

@@ -24,7 +24,7 @@ from shortrun.latents import encode_dataset
 from shortrun.model import Generator
 from shortrun.numerics import NumericPath
 from shortrun.objectives import StepContext
-from shortrun.serving import GeneratorPyfunc
+from shortrun.ops.serving import GeneratorPyfunc
 from shortrun.training import Trainer
 
 pytestmark = [pytest.mark.cuda,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flows.summary import by_model, collect_metrics, summary_markdown
 from shortrun.io import write_json
-from shortrun.registry import Registration
+from shortrun.ops.registry import Registration
 
 
 def _metrics(tmp_path):

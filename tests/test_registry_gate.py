@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from mlflow.tracking import MlflowClient
 
-from shortrun.registry import (
+from shortrun.ops.registry import (
     CANDIDATE,
     CHAMPION,
     GENERATOR_TAG,
@@ -22,7 +22,7 @@ from shortrun.registry import (
     decide_with_generator,
     release,
 )
-from shortrun.tracking import TrackingUnavailable, connect
+from shortrun.ops.tracking import TrackingUnavailable, connect
 
 
 @dataclass

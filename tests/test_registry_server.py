@@ -16,8 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from shortrun.data.vocab import Vocab
 from shortrun.params import build_config
-from shortrun.registry import CHAMPION, PairMismatch
-from shortrun.serving import load_model, load_pair
+from shortrun.ops.registry import CHAMPION, PairMismatch
+from shortrun.ops.serving import load_model, load_pair
 from tasks import register
 from tests.processes import Processes, free_port, wait_healthy
 from tests.registry_workspace import (

@@ -22,7 +22,7 @@ from shortrun.latents import encode_splits
 from shortrun.numerics import numeric_path
 from shortrun.model import Generator
 from shortrun.params import build_config, data_root
-from shortrun.serving import log_generator
+from shortrun.ops.serving import log_generator
 from shortrun.step_learning import StepSizeLearner, chain_elbo
 from shortrun.training import train_model
 from tasks import export, train

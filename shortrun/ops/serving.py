@@ -31,8 +31,8 @@ from shortrun.errors import DataError, ShortrunError
 from shortrun.latents import encode_dataset
 from shortrun.numerics import numeric_path
 from shortrun.model import latent_generator
-from shortrun.registry import check_pair, resolve
-from shortrun.tracking import connect
+from shortrun.ops.registry import check_pair, resolve
+from shortrun.ops.tracking import connect
 
 SERVING_ENTRY = Path(__file__).parent / "serving_entry.py"
 # What a fresh environment needs to load the generator (the shortrun code itself travels with the model).

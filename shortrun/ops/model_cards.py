@@ -93,7 +93,7 @@ def _generator_snippet(uri: str, card: CorpusCard) -> list[str]:
 def _pair_snippet(generator_uri: str, classifier_uri: str, card: CorpusCard) -> list[str]:
     return [
         "```python",
-        "from shortrun.serving import load_pair",
+        "from shortrun.ops.serving import load_pair",
         f'pair = load_pair("{generator_uri}", "{classifier_uri}")   # refuses a mismatched pair',
         f"pair.predict([{json.dumps(card.examples[0])}])          # label ids",
         "```",

@@ -4,6 +4,6 @@ MLflow runs this file when it loads the model, instead of unpickling a Python ob
 """
 from mlflow.models import set_model
 
-from shortrun.serving import GeneratorPyfunc
+from shortrun.ops.serving import GeneratorPyfunc
 
 set_model(GeneratorPyfunc())
