@@ -24,14 +24,13 @@ from flows.server import prefect_api
 from flows.stages import StageFailed, dvc_status, repro, stage_targets
 from flows.summary import collect_metrics, summary_markdown
 from shortrun.config import PipelineConfig
-from shortrun.dvclock import out_md5
+from shortrun.ops.dvclock import out_md5
 from shortrun.errors import ShortrunError
 from shortrun.params import updated_params, write_params
 from shortrun.paths import PREPARED
-from shortrun.registry import Registration
+from shortrun.ops.registry import Registration
 from shortrun.sweep import sweep_tags
-from shortrun.tracking import PARENT_RUN_ENV, connect, git_commit
-from tasks import register as registration_step
+from shortrun.ops.tracking import PARENT_RUN_ENV, connect, git_commit
 
 FLOW_NAME = "shortrun-pipeline"
 SUMMARY_KEY = "shortrun-pipeline-summary"
@@ -72,6 +71,8 @@ def check_clean() -> None:
 @task(name="register", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def register(cfg: PipelineConfig, parent_run_id: str) -> Registration | None:
     """Register the SRI generator and its classifier as a pair (idempotent per file hash); returns the generator's."""
+    from tasks import register as registration_step  # here: it loads torch, which serving or deploying the flow need not
+
     result = registration_step.run(cfg, parent_run_id=parent_run_id)
     for line in result.lines():
         get_run_logger().info(line)
