@@ -27,7 +27,7 @@ from shortrun.config import PipelineConfig
 from shortrun.ops.dvclock import out_md5
 from shortrun.errors import ShortrunError
 from shortrun.params import updated_params, write_params
-from shortrun.paths import PREPARED
+from shortrun.paths import PREPARED, PREPARED_PARTS
 from shortrun.ops.registry import Registration
 from shortrun.sweep import sweep_tags
 from shortrun.ops.tracking import PARENT_RUN_ENV, connect, git_commit
@@ -101,8 +101,8 @@ def _run_pipeline(preset: str | None, overrides: list[str]) -> dict[str, Any]:
         outcomes: dict[str, str] = {}
         for target in stage_targets():
             outcomes[target] = run_stage(target, run_id)
-            if target == "prepare":
-                mlflow.set_tag("dvc.prepared_md5", out_md5(PREPARED) or "unknown")
+            if target == "prepare":  # which data this run's models saw: DVC's hash of each prepared part
+                mlflow.set_tags({f"dvc.prepared.{part}": out_md5(PREPARED / part) or "unknown" for part in PREPARED_PARTS})
         check_clean()
         registration = register(cfg, run_id)
         metrics = collect_metrics()

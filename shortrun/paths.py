@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 PREPARED = Path("data/prepared")
+PREPARED_PARTS = ("vocab.txt", "train", "valid", "test", "labeled")  # each a DVC output of prepare
 VOCAB = PREPARED / "vocab.txt"
 MODELS = Path("models")
 LATENTS = Path("latents")

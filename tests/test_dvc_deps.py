@@ -11,7 +11,9 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
+from shortrun.data.prepared import LABELED_DIR, SPLITS, VOCAB_FILE
 from shortrun.params import PARAMS_FILE, data_root, dump_params, read_params, write_params
+from shortrun.paths import PREPARED, PREPARED_PARTS
 from tests.stage_code import stage_code
 from tests.workspace import commit_placeholders, copy_project, dvc, entered
 
@@ -37,6 +39,15 @@ def test_each_stage_depends_on_exactly_the_code_it_imports():
             f"dvc.yaml stage {name}: code deps differ from what `shortrun stage` imports; "
             f"missing {sorted(expected - code)}, not imported {sorted(code - expected)} "
             "(`python -m tests.stage_code --write` rewrites dvc.yaml's code deps to match)")
+
+
+def test_prepare_writes_each_prepared_part_as_a_dvc_output_of_its_own():
+    """The parts the library writes, the parts the flow tags and prepare's outputs in dvc.yaml are one list."""
+    with Repo(str(ROOT)) as repo:
+        (prepare,) = [stage for stage in repo.index.stages if stage.addressing == "prepare"]
+        outs = [out.def_path for out in prepare.outs if out.def_path.startswith(PREPARED.as_posix())]
+    assert outs == [(PREPARED / part).as_posix() for part in PREPARED_PARTS]
+    assert PREPARED_PARTS == (VOCAB_FILE, *SPLITS, LABELED_DIR)
 
 
 def test_every_params_section_is_read_by_some_stage():
