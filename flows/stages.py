@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from shortrun.errors import ERROR_PREFIX, ShortrunError
+from shortrun.paths import STAGES
 
-# dvc.yaml's stages in DAG order; a stage not named here runs after these.
-STAGE_ORDER = ("prepare", "train", "export", "classify", "evaluate", "headline")
 Log = Callable[[str], None]
 
 
@@ -69,8 +68,8 @@ def _check_output(args: list[str], cwd: Path) -> str:
 def stage_targets(cwd: Path = Path(".")) -> list[str]:
     """Every stage of dvc.yaml with foreach items expanded (e.g. train@sri), in DAG order."""
     names = _check_output(_dvc("stage", "list", "--name-only"), cwd).split()
-    rank = {base: i for i, base in enumerate(STAGE_ORDER)}
-    return sorted(names, key=lambda name: rank.get(name.split("@")[0], len(STAGE_ORDER)))
+    rank = {base: i for i, base in enumerate(STAGES)}  # a stage not named there runs after these
+    return sorted(names, key=lambda name: rank.get(name.split("@")[0], len(STAGES)))
 
 
 def dvc_status(cwd: Path = Path(".")) -> dict:

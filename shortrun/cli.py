@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import signal
@@ -10,11 +9,11 @@ import sys
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable
 
 from shortrun.errors import ERROR_PREFIX, ShortrunError
+from shortrun.paths import STAGES
 
-STAGES = ("prepare", "train", "export", "classify", "evaluate", "headline")
-TRACKED_STAGES = ("prepare", "train", "export", "classify", "evaluate")  # the ones that log to MLflow
 WORKSPACE_COMMANDS = ("run", "stage")  # the ones whose unforeseen errors are one line, tracebacks in a log file
 # Full logs and tracebacks of workspace commands go here; the console gets one line per problem.
 LOG_DIR = Path(".shortrun") / "logs"
@@ -210,21 +209,63 @@ def _check_tracking_server() -> None:
                             "MLFLOW_TRACKING_URI") from None
 
 
+def _model_kind(args: argparse.Namespace) -> str:
+    if not args.model:
+        raise ShortrunError(f"stage {args.name}: --model is required (sri, vae or lm)")
+    return args.model
+
+
+# Each stage's entry point; a stage module is imported only when its stage runs (they load torch, sklearn ...).
+def _prepare(cfg: Any, args: argparse.Namespace) -> None:
+    from tasks import prepare
+
+    prepare.run(cfg)
+
+
+def _train(cfg: Any, args: argparse.Namespace) -> None:
+    from tasks import train
+
+    train.run(cfg, kind=_model_kind(args), resume=args.resume)
+
+
+def _export(cfg: Any, args: argparse.Namespace) -> None:
+    from tasks import export
+
+    export.run(cfg, kind=_model_kind(args))
+
+
+def _classify(cfg: Any, args: argparse.Namespace) -> None:
+    from tasks import classify
+
+    classify.run(cfg)
+
+
+def _evaluate(cfg: Any, args: argparse.Namespace) -> None:
+    from tasks import evaluate
+
+    evaluate.run(cfg)
+
+
+def _headline(cfg: Any, args: argparse.Namespace) -> None:
+    from tasks import headline
+
+    headline.run(cfg)
+
+
+STAGE_RUNNERS: dict[str, Callable[[Any, argparse.Namespace], None]] = {
+    "prepare": _prepare, "train": _train, "export": _export, "classify": _classify, "evaluate": _evaluate,
+    "headline": _headline,
+}
+# the stages that log to MLflow (headline reads metrics files only: no run, no server to probe)
+TRACKED_STAGES = tuple(name for name in STAGES if name != "headline")
+
+
 def _stage(args: argparse.Namespace) -> int:
     from shortrun.params import load_config
 
     if args.name in TRACKED_STAGES:
         _check_tracking_server()
-    cfg = load_config(Path(args.params))
-    module = importlib.import_module(f"tasks.{args.name}")
-    kwargs = {}
-    if args.name in ("train", "export"):
-        if not args.model:
-            raise ShortrunError(f"stage {args.name}: --model is required (sri, vae or lm)")
-        kwargs["kind"] = args.model
-    if args.name == "train":
-        kwargs["resume"] = args.resume
-    module.run(cfg, **kwargs)
+    STAGE_RUNNERS[args.name](load_config(Path(args.params)), args)
     return 0
 
 

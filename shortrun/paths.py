@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+STAGES = ("prepare", "train", "export", "classify", "evaluate", "headline")  # dvc.yaml's stages, in DAG order
 PREPARED = Path("data/prepared")
 PREPARED_PARTS = ("vocab.txt", "train", "valid", "test", "labeled")  # each a DVC output of prepare
 VOCAB = PREPARED / "vocab.txt"
