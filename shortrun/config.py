@@ -7,9 +7,9 @@ wrong key or a value of the wrong type fails early with the key's dotted name.
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 ModelKind = Literal["sri", "vae", "lm"]
 LATENT_MODELS: tuple[ModelKind, ...] = ("sri", "vae")
@@ -209,11 +209,26 @@ class ExportConfig(Section):
     chains: PositiveInt = Field(5, description="N short-run chains averaged per sentence (SRI)")
     batch_size: PositiveInt = 256
     seed: int = 0
-    langevin: Optional[LangevinConfig] = Field(
-        None, description="short-run settings for features only (e.g. more steps, no noise); keys not set here "
-                          "take the top-level langevin section's values (see PipelineConfig.export_langevin); a model's "
-                          "learned step sizes carry over unless this sets its own K or schedule (LangevinConfig.inherit_sizes)"
+    langevin: dict[str, Any] = Field(
+        default_factory=dict, description="the feature chain's settings that differ from the top-level langevin "
+                                          "section (e.g. more steps, no noise), keyed like it; every other key is the "
+                                          "training chain's (PipelineConfig.export_langevin); a model's learned step "
+                                          "sizes carry over unless this sets its own K or schedule "
+                                          "(LangevinConfig.inherit_sizes)"
     )
+
+    @field_validator("langevin")
+    @classmethod
+    def _chain_keys(cls, changes: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(changes) - set(LangevinConfig.model_fields))
+        if unknown:
+            raise ValueError(f"{unknown[0]} is not a langevin key; expected some of {', '.join(LangevinConfig.model_fields)}")
+        try:
+            LangevinConfig(**changes)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ValueError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']} (got {first.get('input')!r})") from None
+        return changes
 
 
 class ClassifyConfig(Section):
@@ -259,5 +274,5 @@ class PipelineConfig(Section):
 
     @property
     def export_langevin(self) -> LangevinConfig:
-        """The chain that makes latent features: export.langevin when set, else the training chain."""
-        return self.export.langevin or self.langevin
+        """The chain that makes latent features: the training chain with export.langevin's changes."""
+        return LangevinConfig(**{**self.langevin.model_dump(), **self.export.langevin})

@@ -46,15 +46,12 @@ def build_config(preset: str, sections: Mapping[str, Any] | None = None) -> Pipe
     if unknown:
         raise ConfigError(f"{unknown[0]}: not a params section; expected one of {', '.join(SECTIONS)}")
     raw = deep_merge(PRESETS[preset], {k: v for k, v in sections.items() if v})
-    export_chain = raw.get("export", {}).get("langevin")
-    if isinstance(export_chain, Mapping):  # a partial export chain inherits the training chain's other keys
-        raw["export"]["langevin"] = deep_merge(raw.get("langevin", {}), export_chain)
     try:
         return PipelineConfig(preset=preset, **raw)
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"{key}: {first['msg']} (got {first.get('input')!r})") from None
+        raise ConfigError(f"{key}: {first['msg'].removeprefix('Value error, ')} (got {first.get('input')!r})") from None
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:

@@ -66,8 +66,11 @@ def test_export_chain_inherits_the_training_chain_keys_it_does_not_set():
     assert (chain.steps, chain.schedule, chain.noise, chain.temperature) == (40, "constant", False, 0.3)
     assert cfg.langevin.steps == PRESETS["tiny"]["langevin"]["steps"] and cfg.langevin.noise
     assert build_config("tiny").export_langevin == build_config("tiny").langevin
-    with pytest.raises(ConfigError, match=r"^export\.langevin\.steps: "):
+    with pytest.raises(ConfigError, match=r"^export\.langevin: .*steps: Input should be greater than 0"):
         build_config("tiny", {"export": {"langevin": {"steps": 0}}})
+    with pytest.raises(ConfigError, match=r"^export\.langevin: .*stepz is not a langevin key"):
+        build_config("tiny", {"export": {"langevin": {"stepz": 5}}})
+    assert "temperature" not in build_config("yelp").export.langevin  # only what differs is written
 
 
 def test_cli_reports_a_bad_params_value_in_one_line(tmp_path, monkeypatch, capsys):
