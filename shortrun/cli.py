@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shortrun.errors import ERROR_PREFIX, ShortrunError
+from shortrun.ops.tracking_probe import require_reachable_tracking_server
 from shortrun.paths import STAGES
 
 WORKSPACE_COMMANDS = ("run", "stage")  # the ones whose unforeseen errors are one line, tracebacks in a log file
@@ -186,29 +187,6 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(cron=args.cron, name=args.name, interval_s=args.interval)
 
 
-def _check_tracking_server() -> None:
-    """An MLflow server that cannot be connected to fails a stage here, in a second, not after the stage's
-    imports (mlflow, torch: many seconds on a busy machine). Any HTTP answer passes: whether the store is
-    usable is for shortrun.ops.tracking.connect to say once mlflow is loaded."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not uri.startswith(("http://", "https://")):
-        return
-    import ssl
-    import urllib.error
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
-    except urllib.error.HTTPError:
-        return
-    except OSError as err:  # refused, unresolvable, timed out (URLError is an OSError)
-        reason = getattr(err, "reason", err)
-        if isinstance(reason, ssl.SSLError):  # it answered; TLS settings (MLFLOW_TRACKING_INSECURE_TLS ...) are mlflow's
-            return
-        raise ShortrunError(f"MLflow tracking store {uri} is unreachable ({reason}); start the server or set "
-                            "MLFLOW_TRACKING_URI") from None
-
-
 def _model_kind(args: argparse.Namespace) -> str:
     if not args.model:
         raise ShortrunError(f"stage {args.name}: --model is required (sri, vae or lm)")
@@ -264,7 +242,7 @@ def _stage(args: argparse.Namespace) -> int:
     from shortrun.params import load_config
 
     if args.name in TRACKED_STAGES:
-        _check_tracking_server()
+        require_reachable_tracking_server()
     STAGE_RUNNERS[args.name](load_config(Path(args.params)), args)
     return 0
 
