@@ -217,6 +217,11 @@ class ExportConfig(Section):
                                           "(LangevinConfig.inherit_sizes)"
     )
 
+    @field_validator("langevin", mode="before")
+    @classmethod
+    def _nothing_is_no_change(cls, changes: Any) -> Any:
+        return {} if changes is None else changes  # params files written before this was a mapping say null
+
     @field_validator("langevin")
     @classmethod
     def _chain_keys(cls, changes: dict[str, Any]) -> dict[str, Any]:

@@ -71,6 +71,7 @@ def test_export_chain_inherits_the_training_chain_keys_it_does_not_set():
     with pytest.raises(ConfigError, match=r"^export\.langevin: .*stepz is not a langevin key"):
         build_config("tiny", {"export": {"langevin": {"stepz": 5}}})
     assert "temperature" not in build_config("yelp").export.langevin  # only what differs is written
+    assert build_config("tiny", {"export": {"langevin": None}}).export_langevin == build_config("tiny").langevin
 
 
 def test_cli_reports_a_bad_params_value_in_one_line(tmp_path, monkeypatch, capsys):
