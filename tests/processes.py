@@ -41,20 +41,6 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    """Wait until none of `procs` is alive; return those still alive after `timeout_s`.
-
-    Not psutil.wait_procs: it waits on a zombie whose parent has not reaped it yet (a worker's finished
-    flow run) as if it were running, for the whole timeout.
-    """
-    deadline = time.monotonic() + timeout_s
-    left = [p for p in procs if alive(p)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = [p for p in left if alive(p)]
-    return left
-
-
 def wait_until(condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 1.0,
                details: Callable[[], str] = lambda: "") -> object:
     """Poll `condition` until it returns something truthy (returned); fail naming `what` after `timeout_s`."""
@@ -115,7 +101,7 @@ class Processes:
                 child.terminate()
             except psutil.NoSuchProcess:
                 pass
-        left = wait_gone(tree, grace_s)
+        _, left = psutil.wait_procs(tree, timeout=grace_s)
         for child in left:
             try:
                 child.kill()

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.lock import workspace_lock
 from flows.pipeline import pipeline, run_from_cli, updated_params, write_params
+from flows.server import prefect_api
 from shortrun.errors import ConfigError
 from shortrun.ops.tracking import TrackingUnavailable
 from tests.workspace import copy_project, entered
@@ -25,7 +25,8 @@ def workspace(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prefect_server():
-    with prefect_test_harness(server_startup_timeout=120):
+    """The temporary Prefect server `shortrun run` starts (prefect_test_harness takes 80 s to stop)."""
+    with prefect_api():
         yield
 
 

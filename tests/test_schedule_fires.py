@@ -1,9 +1,11 @@
 """Scheduled runs really happen: a real `prefect server start`, then the pipeline on a short schedule,
 served by `shortrun serve --interval` and deployed from prefect.yaml to a process work pool.
 
-One server and one throwaway workspace (the `tiny` preset) serve both tests: the served schedule
-runs the pipeline for real, the work pool's scheduled run then finds every stage up to date. A
-schedule's runs are created by the server's scheduler (`auto_scheduled`); nothing is started by hand.
+One server and one throwaway workspace (the `tiny` preset) serve all tests: the served schedule runs
+the pipeline for real, and that run is the end-to-end check of the flow (every stage runs under its
+MLflow parent run, the pair is registered, `dvc status` is clean); the work pool's scheduled run and a
+`shortrun run` then find every stage up to date and change nothing. A schedule's runs are created by
+the server's scheduler (`auto_scheduled`); nothing is started by hand.
 """
 from __future__ import annotations
 
@@ -16,21 +18,32 @@ from pathlib import Path
 from typing import Iterator
 from uuid import UUID
 
+import mlflow
 import pytest
 import yaml
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows.pipeline import run_from_cli
+from flows.stages import stage_targets
+from shortrun.cli import TRACKED_STAGES
+from shortrun.ops.dvclock import out_md5
+from shortrun.ops.registry import CANDIDATE, CHAMPION
+from shortrun.paths import PREPARED, PREPARED_PARTS
 from tests.processes import Processes, free_port, wait_healthy, wait_until
-from tests.workspace import copy_project, dvc, entered
+from tests.workspace import copy_project, dvc, entered, git
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 RUN_TIMEOUT_S = 600  # the tiny pipeline took 7.5 min here on 2 cores shared with other jobs (load ~7)
 ACTIVE = {StateType.PENDING, StateType.RUNNING}
+GENERATOR = "shortrun-tiny-generator-short_yelp"  # one registered generator per corpus; tiny has names of its own
+CLASSIFIER = "shortrun-tiny-classifier-short_yelp"
 
 
 @pytest.fixture(scope="module")
@@ -125,17 +138,54 @@ def assert_dvc_clean(workspace: Path) -> None:
     assert json.loads(dvc("status", "--json", cwd=workspace)) == {}
 
 
-def test_served_schedule_runs_the_pipeline_to_completed(server, workspace, processes):
+def mlflow_runs(run: FlowRun) -> tuple[Run, set[str]]:
+    """The MLflow parent run of pipeline flow run `run`, and the names of its child runs (one per stage that ran)."""
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (parent,) = client.search_runs(experiments, filter_string=f"tags.`prefect.flow_run_id` = '{run.id}'")
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return parent, {child.data.tags.get("mlflow.runName") for child in children}
+
+
+def unchanged_by_a_run(workspace: Path) -> tuple[dict[Path, int], int]:
+    """What a run with nothing to do must leave as it is: the model files' mtimes, the generator's version count."""
+    stamps = {p: p.stat().st_mtime_ns for p in sorted((workspace / "models").rglob("*")) if p.is_file()}
+    return stamps, len(MlflowClient().search_model_versions(f"name = '{GENERATOR}'"))
+
+
+def test_served_schedule_runs_every_stage_registers_and_leaves_dvc_clean(server, workspace, processes):
     serve = processes.start("serve", [str(BIN / "shortrun"), "serve", "--interval", "10", "--name", "every-10s"],
                             workspace, server.env)
     run = completed_scheduled_run(server, "every-10s", serve)
     processes.stop(serve)
     assert run.auto_scheduled and run.flow_id is not None
-    assert (workspace / "models" / "sri").is_dir()  # the pipeline really ran here
     assert_dvc_clean(workspace)
+
+    parent, children = mlflow_runs(run)
+    targets = [target for target in stage_targets(workspace) if target.split("@")[0] in TRACKED_STAGES]
+    stages = {target.replace("@", "-") for target in targets}  # a stage's MLflow run: train-sri for train@sri
+    assert {"prepare", "train-sri", "classify", "evaluate"} <= stages
+    assert stages | {"register"} <= children  # every stage ran here, under this run
+    assert parent.data.tags["preset"] == "tiny"
+    assert parent.data.tags["git_commit"] == git("rev-parse", "HEAD", cwd=workspace).strip()
+    prepared = {part: out_md5(PREPARED / part, workspace) for part in PREPARED_PARTS}
+    assert None not in prepared.values()
+    assert {part: parent.data.tags[f"dvc.prepared.{part}"] for part in PREPARED_PARTS} == prepared
+    assert any(key.startswith("train.sri.") for key in parent.data.metrics)
+
+    client = MlflowClient()
+    candidate = client.get_model_version_by_alias(GENERATOR, CANDIDATE)
+    assert candidate.tags["dvc_md5"] == out_md5("models/sri", workspace)
+    assert candidate.tags["gate.decision"] in ("promoted", "refused") and candidate.tags["gate.reason"]
+    z = mlflow.pyfunc.load_model(f"models:/{GENERATOR}@{CHAMPION}").predict(["the food was great", "bad service"])
+    assert z.shape[0] == 2 and z.ndim == 2
+    champion = client.get_model_version_by_alias(GENERATOR, CHAMPION)
+    assert client.get_model_version_by_alias(CLASSIFIER, CHAMPION).tags["generator_version"] == str(champion.version)
 
 
 def test_work_pool_worker_runs_the_scheduled_deployment(server, workspace, processes):
+    before = unchanged_by_a_run(workspace)
     spec_path = workspace / "prefect.yaml"
     spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
     (deployment,) = spec["deployments"]
@@ -151,6 +201,17 @@ def test_work_pool_worker_runs_the_scheduled_deployment(server, workspace, proce
     worker = processes.start("worker", [str(BIN / "prefect"), "worker", "start", "--pool",
                                         deployment["work_pool"]["name"]], workspace, server.env)
     run = completed_scheduled_run(server, deployment["name"], worker)
-    processes.stop(worker)
+    processes.stop(worker, grace_s=3)  # just after a run it can ignore SIGTERM for 15 s; the run is over
     assert run.auto_scheduled and run.work_pool_name == deployment["work_pool"]["name"]
     assert_dvc_clean(workspace)
+    assert mlflow_runs(run)[1] <= {"register"}  # no stage ran: DVC found every one up to date
+    assert unchanged_by_a_run(workspace) == before
+
+
+def test_shortrun_run_then_is_a_no_op(server, workspace, capsys):
+    before = unchanged_by_a_run(workspace)
+    with temporary_settings(updates={PREFECT_API_URL: server.env["PREFECT_API_URL"]}):
+        assert run_from_cli(None, []) == 0
+    out = capsys.readouterr().out
+    assert " ran" not in out and "restored" not in out and "train@sri skipped" in out
+    assert unchanged_by_a_run(workspace) == before
