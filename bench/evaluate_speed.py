@@ -50,8 +50,8 @@ from shortrun.evaluation.jacobian import reference_log_det
 from shortrun.evaluation.likelihood import DECODER_ROWS, change_of_variables, laplace
 from shortrun.evaluation.posterior import chain_gaussian
 from shortrun.evaluation.suite import ESTIMATORS, nll_distance
-from shortrun.numerics import resolve_device
 from shortrun.model import Generator, latent_generator
+from shortrun.numerics import resolve_device
 from shortrun.params import build_config
 
 YELP_VOCAB, YELP_MEAN_WORDS = 8411, 9

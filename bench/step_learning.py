@@ -33,6 +33,7 @@ import torch
 
 from shortrun.config import HeldOutConfig, PipelineConfig
 from shortrun.data.batching import Batch
+from shortrun.data.preparation import prepare_corpus
 from shortrun.data.prepared import load_split, load_vocab
 from shortrun.evaluation.heldout import heldout_likelihood
 from shortrun.inference import step_sizes
@@ -40,7 +41,6 @@ from shortrun.objectives import StepContext
 from shortrun.params import build_config, data_root
 from shortrun.paths import PREPARED
 from shortrun.training import Trainer, epoch_batches, validation_batches
-from shortrun.data.preparation import prepare_corpus
 
 TRAIN_SENTENCES = 4000
 VALID_SENTENCES = 200

@@ -35,9 +35,9 @@ import torch
 
 from shortrun.config import PipelineConfig
 from shortrun.data.batching import Batch, collate
+from shortrun.numerics import CPUINFO, bfloat16_is_fast, numeric_path, resolve_device
 from shortrun.objectives import StepContext
 from shortrun.params import build_config
-from shortrun.numerics import CPUINFO, bfloat16_is_fast, numeric_path, resolve_device
 from shortrun.training import Trainer
 
 # vocabulary size and mean sentence length (words) of the corpora the presets train on

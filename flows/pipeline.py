@@ -24,13 +24,13 @@ from flows.server import prefect_api
 from flows.stages import StageFailed, dvc_status, repro, stage_targets
 from flows.summary import collect_metrics, summary_markdown
 from shortrun.config import PipelineConfig
-from shortrun.ops.dvclock import out_md5
 from shortrun.errors import ShortrunError
+from shortrun.ops.dvclock import out_md5
+from shortrun.ops.registry import Registration
+from shortrun.ops.tracking import PARENT_RUN_ENV, connect, git_commit
 from shortrun.params import updated_params, write_params
 from shortrun.paths import PREPARED, PREPARED_PARTS
-from shortrun.ops.registry import Registration
 from shortrun.sweep import sweep_tags
-from shortrun.ops.tracking import PARENT_RUN_ENV, connect, git_commit
 
 FLOW_NAME = "shortrun-pipeline"
 SUMMARY_KEY = "shortrun-pipeline-summary"

@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 from typing import Mapping
 
-from shortrun.paths import METRICS
 from shortrun.ops.registry import Registration
 from shortrun.ops.tracking import flatten
+from shortrun.paths import METRICS
 
 MODEL_KINDS = ("sri", "vae", "lm")
 # Metric names (the model kind taken out) shown in the summary.

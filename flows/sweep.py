@@ -46,8 +46,8 @@ from shortrun.sweep import (
     is_test_metric,
     plan_trials,
 )
-from shortrun.sweep_report import report_markdown, write_plot
 from shortrun.ops.tracking import DEFAULT_TRACKING_URI, connect
+from shortrun.sweep_report import report_markdown, write_plot
 
 DEFAULT_COMMAND = "shortrun run"
 SWEEPS_DIR = Path(".shortrun") / "sweeps"  # ignored by git; one folder per sweep name

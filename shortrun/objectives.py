@@ -35,8 +35,8 @@ from torch import Tensor, nn
 from shortrun.config import LangevinConfig, TrainConfig
 from shortrun.data.batching import Batch
 from shortrun.inference import short_run
-from shortrun.model import VAE, Generator, LanguageModel
 from shortrun.measures import perplexity
+from shortrun.model import VAE, Generator, LanguageModel
 from shortrun.monitor import aggregate_posterior, latent_metrics
 from shortrun.numerics import FLOAT32_CPU, NumericPath
 from shortrun.step_learning import StepSizeLearner

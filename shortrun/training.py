@@ -28,8 +28,8 @@ from shortrun.config import LangevinConfig, ModelConfig, TrainConfig
 from shortrun.data.batching import Batch, make_batches
 from shortrun.errors import TrainingError
 from shortrun.inference import ChainDiverged
-from shortrun.model import build_model, latent_generator
 from shortrun.measures import perplexity
+from shortrun.model import build_model, latent_generator
 from shortrun.monitor import prior_health
 from shortrun.numerics import numeric_path
 from shortrun.objectives import SRIObjective, StepContext, StepOutput, build_objective

@@ -21,8 +21,8 @@ from shortrun.config import PipelineConfig
 from shortrun.errors import DataError
 from shortrun.io import atomic_dir, atomic_file, write_json, write_text
 from shortrun.latents import read_latents
-from shortrun.paths import METRICS, PLOTS, REPORTS, latents_dir
 from shortrun.ops.tracking import log_json_metrics, stage_run
+from shortrun.paths import METRICS, PLOTS, REPORTS, latents_dir
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from shortrun.evaluation.report import comparison_table, write_plots
 from shortrun.evaluation.suite import evaluate_model
 from shortrun.io import atomic_dir, write_json, write_text
 from shortrun.numerics import resolve_device
-from shortrun.paths import METRICS, PLOTS, REPORTS, VOCAB, model_dir
 from shortrun.ops.tracking import log_json_metrics, stage_run
+from shortrun.paths import METRICS, PLOTS, REPORTS, VOCAB, model_dir
 
 METRICS_FILE = METRICS / "evaluate.json"
 PLOTS_DIR = PLOTS / "evaluate"

@@ -18,8 +18,8 @@ from shortrun.errors import ConfigError, TrainingError
 from shortrun.io import atomic_dir
 from shortrun.latents import encode_splits, write_latents
 from shortrun.numerics import numeric_path
-from shortrun.paths import latents_dir, model_dir
 from shortrun.ops.tracking import stage_run
+from shortrun.paths import latents_dir, model_dir
 
 
 def run(cfg: PipelineConfig, kind: str) -> None:

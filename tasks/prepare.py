@@ -11,9 +11,9 @@ from shortrun.config import PipelineConfig
 from shortrun.data.preparation import corpus_metrics, prepare_corpus
 from shortrun.data.stats import length_rows, plot_lengths, write_length_csv
 from shortrun.io import write_json
+from shortrun.ops.tracking import log_json_metrics, stage_run
 from shortrun.params import corpus_root
 from shortrun.paths import METRICS, PLOTS
-from shortrun.ops.tracking import log_json_metrics, stage_run
 
 METRICS_FILE = METRICS / "prepare.json"
 LENGTHS_CSV = PLOTS / "prepare" / "lengths.csv"

@@ -26,12 +26,12 @@ from datasets import Dataset
 from shortrun.checkpoint import TrainedModel, load_trained
 from shortrun.config import PipelineConfig
 from shortrun.data.prepared import load_split, load_vocab
-from shortrun.ops.dvclock import out_md5
 from shortrun.errors import ConfigError, DataError, TrainingError
 from shortrun.evaluation.heldout import heldout_likelihood
 from shortrun.latents import read_latents
-from shortrun.numerics import resolve_device
 from shortrun.model import latent_generator
+from shortrun.numerics import resolve_device
+from shortrun.ops.dvclock import out_md5
 from shortrun.ops.model_cards import (
     CorpusCard,
     classifier_description,

@@ -28,9 +28,9 @@ from shortrun.data.prepared import load_split, load_vocab
 from shortrun.errors import ConfigError, TrainingError
 from shortrun.io import replace_dir, write_json, write_text
 from shortrun.model import MODEL_CLASSES
-from shortrun.paths import METRICS, PLOTS, model_dir
-from shortrun.ops.tracking import stage_run
 from shortrun.numerics import numeric_path
+from shortrun.ops.tracking import stage_run
+from shortrun.paths import METRICS, PLOTS, model_dir
 from shortrun.training import TrainOutcome, train_model
 
 PER_DIMENSION = "z_var_d"

@@ -11,10 +11,10 @@ import mlflow.tracking.fluent as mlflow_fluent_state
 import pytest
 import torch
 
+from shortrun.data.preparation import prepare_corpus
 from shortrun.data.prepared import load_split, load_vocab
 from shortrun.params import build_config, data_root
 from shortrun.paths import PREPARED
-from shortrun.data.preparation import prepare_corpus
 
 torch.set_num_threads(1)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import mlflow
 
+from shortrun.ops.tracking import connect
 from shortrun.params import load_config
 from shortrun.sweep import sweep_tags
-from shortrun.ops.tracking import connect
 
 cfg = load_config("params.yaml")
 connect()

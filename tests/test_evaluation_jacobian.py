@@ -5,8 +5,8 @@ import torch
 
 from shortrun.config import LangevinConfig, ModelConfig
 from shortrun.data.batching import collate
-from shortrun.evaluation.jacobian import batched_log_det, reference_log_det
 from shortrun.evaluation.importance import importance_sample, standard_normal_log_density
+from shortrun.evaluation.jacobian import batched_log_det, reference_log_det
 from shortrun.evaluation.likelihood import change_of_variables, laplace, log_joint_fn, nll_hessian
 from shortrun.evaluation.posterior import chain_gaussian
 from shortrun.inference import short_run

@@ -15,9 +15,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from shortrun.data.vocab import Vocab
-from shortrun.params import build_config
 from shortrun.ops.registry import CHAMPION, PairMismatch
 from shortrun.ops.serving import load_model, load_pair
+from shortrun.params import build_config
 from tasks import register
 from tests.processes import Processes, free_port, wait_healthy
 from tests.registry_workspace import (

@@ -11,9 +11,9 @@ import pytest
 from shortrun.cli import main
 from shortrun.data.vocab import Vocab
 from shortrun.errors import ShortrunError
-from shortrun.params import build_config
 from shortrun.ops.serving import GeneratorPyfunc, load_generator
 from shortrun.ops.tracking import connect
+from shortrun.params import build_config
 from tasks import register
 from tests.registry_workspace import CHAIN, LATENT_DIM, corpus, generator, write_classifier, write_workspace
 

@@ -14,19 +14,19 @@ import torch
 from shortrun.checkpoint import load_checkpoint, load_trained
 from shortrun.config import LangevinConfig, ModelConfig
 from shortrun.data.batching import collate
+from shortrun.data.preparation import prepare_corpus
 from shortrun.data.prepared import SPLITS, labeled_budgets, load_labeled, load_split
 from shortrun.errors import ConfigError, TrainingError
 from shortrun.evaluation.jacobian import batched_log_det, replicated_log_det
 from shortrun.inference import short_run, step_sizes
 from shortrun.latents import encode_splits
-from shortrun.numerics import numeric_path
 from shortrun.model import Generator
-from shortrun.params import build_config, data_root
+from shortrun.numerics import numeric_path
 from shortrun.ops.serving import log_generator
+from shortrun.params import build_config, data_root
 from shortrun.step_learning import StepSizeLearner, chain_elbo
 from shortrun.training import train_model
 from tasks import export, train
-from shortrun.data.preparation import prepare_corpus
 
 V = 12
 CFG = ModelConfig(latent_dim=4, emb_dim=8, hidden_dim=16, encoder_hidden_dim=16, dropout_emb=0.0, dropout_out=0.0)

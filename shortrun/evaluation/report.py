@@ -8,9 +8,9 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from shortrun.measures import AU_THRESHOLD
 from shortrun.evaluation.suite import ModelEvaluation
 from shortrun.io import atomic_file, write_text
+from shortrun.measures import AU_THRESHOLD
 
 def _fmt(value: float | int | None, digits: int = 2) -> str:
     if value is None:

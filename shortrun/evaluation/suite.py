@@ -29,9 +29,9 @@ from shortrun.data.batching import Batch, make_batches
 from shortrun.evaluation import ais, bdmc, likelihood
 from shortrun.evaluation.estimators import Estimator, Settings
 from shortrun.evaluation.importance import Estimate
-from shortrun.measures import active_units, gaussian_kl, perplexity
 from shortrun.evaluation.posterior import chain_gaussian, encoder_gaussian, mutual_information, reconstruction_nll
 from shortrun.evaluation.samples import SampleSheet, decode_means, interpolation_path, prior_samples
+from shortrun.measures import active_units, gaussian_kl, perplexity
 from shortrun.model import VAE, Generator, LanguageModel, latent_generator
 from shortrun.monitor import aggregate_posterior, prior_health
 

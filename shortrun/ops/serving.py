@@ -29,8 +29,8 @@ from shortrun.config import LangevinConfig
 from shortrun.data.tokenize import tokenize
 from shortrun.errors import DataError, ShortrunError
 from shortrun.latents import encode_dataset
-from shortrun.numerics import numeric_path
 from shortrun.model import latent_generator
+from shortrun.numerics import numeric_path
 from shortrun.ops.registry import check_pair, resolve
 from shortrun.ops.tracking import connect
 
