@@ -61,9 +61,6 @@ class NumericPath:
         """The context the forward passes run in: bfloat16 autocast on this device, or nothing."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16)
 
-    def describe(self) -> str:
-        return f"{self.device.type} {self.precision}"
-
 
 FLOAT32_CPU = NumericPath(torch.device("cpu"), "float32")
 
