@@ -28,9 +28,10 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 TRIAL = Path(__file__).with_name("sweep_trial.py")
 METRIC = "train.sri.best_valid_nll"
-# The lost trial is given up this long after submission: a worker starts a trial within seconds (it asks
-# every 2 s, and a trial's flow run loads no pipeline), and every second here is waited in full.
-LOST_TIMEOUT_S = 50  # from submission: a loaded machine took over 25 s to start the trial on a worker
+# The lost trial is given up this long after submission: a worker starts a trial within seconds on an idle
+# machine (it asks every 2 s, and a trial's flow run loads no pipeline), but took over 25 s on a loaded one;
+# every second here is waited in full.
+LOST_TIMEOUT_S = 50
 
 
 @dataclass
