@@ -4,7 +4,8 @@ It reads the trial workspace's params.yaml, opens its MLflow run the way the pip
 the sweep's parent run through shortrun.sweep.sweep_tags), logs a validation metric that depends on the
 searched settings (best at langevin.steps = 7) and a test metric, and writes a file into its workspace.
 `langevin.steps: 13` makes it fail, as a broken trial would; `langevin.steps: 11` makes it hang (a trial
-whose worker is then killed).
+whose worker is then killed). $SWEEP_TRIAL_HOLD_S keeps every trial running that many seconds longer (so that
+a pool's second worker takes the second trial even on a loaded machine).
 """
 import os
 import sys
@@ -24,6 +25,7 @@ with mlflow.start_run(run_name=f"pipeline-{cfg.preset}", tags=sweep_tags(os.envi
     Path("metrics/trial.txt").write_text(f"{cfg.langevin.steps} {cfg.langevin.step_size}\n")
     if cfg.langevin.steps == 11:
         time.sleep(600)
+    time.sleep(float(os.environ.get("SWEEP_TRIAL_HOLD_S", "0")))
     if cfg.langevin.steps == 13:
         print("shortrun: error: stage train@sri: the chain diverged", file=sys.stderr)
         sys.exit(2)

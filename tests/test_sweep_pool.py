@@ -81,7 +81,7 @@ def pool(tmp_path_factory):
                 folder.mkdir()
                 workers[name] = processes.start(
                     f"worker-{name}", [str(BIN / "prefect"), "worker", "start", "--pool", "trials", "--limit", "1"],
-                    folder, {**env, "SHORTRUN_TRIALS_DIR": str(folder / "trials")})
+                    folder, {**env, "SHORTRUN_TRIALS_DIR": str(folder / "trials"), "SWEEP_TRIAL_HOLD_S": "6"})
             yield Pool(workspace, env, processes, workers, root)
     finally:
         processes.stop_all()
