@@ -116,7 +116,8 @@ def test_a_worker_killed_mid_trial_ends_the_sweep_with_the_trial_reported_failed
     pool.processes.stop(pool.workers[running[0]])
     assert sweep.wait(timeout=300) == 2  # no trial finished
     report = (pool.workspace / ".shortrun" / "sweeps" / "lost" / "sweep.md").read_text()
-    assert (f"failed: flow run marked Crashed: no result within {LOST_TIMEOUT_S} s of submission (its worker lost?)"
-            in report)
+    # Crashed by the sweep's own timeout ("no result within 60 s of submission") or, in a long suite run, by
+    # Prefect noticing the lost worker first: either way the trial is reported failed, not left pending
+    assert "failed: flow run marked Crashed" in report
     assert "sweep lost: no trial finished" in pool.processes.tail(sweep)
     assert [r.state_name for r in pool.flow_runs("sweep:lost")] == ["Crashed"]
