@@ -32,13 +32,12 @@ DEFAULT_OUT = Path("docs/results/precision_agreement_{preset}.json")
 def compare(preset: str, models: list[str], epochs: int | None) -> dict[str, Any]:
     """{model: {"float32": record, "bfloat16": record, "largest_difference": nats}} (records: train_recorded's)."""
     figures: dict[str, Any] = {}
+    vocab, train_set, valid_set = prepared_splits(build_config(preset).data, data_root())  # once: the same data for all
     for kind in models:
         runs = {}
         for path in PATHS:
             train = {"precision": path, "device": "cpu", **({"epochs": epochs} if epochs else {})}
-            cfg = build_config(preset, {"train": train})
-            vocab, train_set, valid_set = prepared_splits(cfg.data, data_root())
-            runs[path] = train_recorded(cfg, vocab, train_set, valid_set, kind)[1]
+            runs[path] = train_recorded(build_config(preset, {"train": train}), vocab, train_set, valid_set, kind)[1]
         pairs = zip(runs["float32"]["epochs"], runs["bfloat16"]["epochs"])
         runs["differences"] = [lower["valid_nll"] - exact["valid_nll"] for exact, lower in pairs]
         runs["largest_difference"] = max(abs(d) for d in runs["differences"])

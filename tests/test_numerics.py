@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import shortrun.numerics as numerics
+from bench.precision_agreement import TOLERANCE
 from shortrun.config import LangevinConfig, ModelConfig, TrainConfig
 from shortrun.data.batching import collate
 from shortrun.errors import ConfigError
@@ -23,7 +24,6 @@ BATCH = collate([[4, 5, 6], [7, 8], [9, 10, 11, 12]])
 VOCAB = 13
 AMX_FLAGS = "flags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
 EPYC_FLAGS = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n"  # bfloat16 instructions, but no matrix units
-BFLOAT16_NLL_TOLERANCE = 0.05  # nats per sentence (issue 16)
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_bfloat16_training_on_tiny_reaches_float32s_validation_nll(tiny: dict) -
         history[precision] = [row["valid_nll"] for row in outcome.history]
     assert len(history["bfloat16"]) == tiny["cfg"].train.epochs
     for lower, exact in zip(history["bfloat16"], history["float32"]):
-        assert abs(lower - exact) < BFLOAT16_NLL_TOLERANCE, history
+        assert abs(lower - exact) < TOLERANCE, history
 
 
 def test_a_bfloat16_token_nll_is_float32_close_to_the_exact_one_and_finite_when_a_probability_underflows() -> None:
