@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.train_throughput import SIZES, cpu_name, precision_paths
+from bench.train_throughput import SIZES, precision_paths
 from shortrun.data.vocab import PAD
 from shortrun.model import Dropout, ScoredPositions, TokenNLL
-from shortrun.numerics import NumericPath, resolve_device
+from shortrun.numerics import NumericPath, cpu_model_name, resolve_device
 from shortrun.params import build_config
 
 REPEATS = 30
@@ -118,7 +118,7 @@ def lines_for(preset: str, path: NumericPath) -> list[str]:
 
 def main() -> None:
     device = resolve_device("cpu")
-    print(f"SRI step parts, before -> after ({cpu_name()}, {torch.get_num_threads()} threads; forward + backward, "
+    print(f"SRI step parts, before -> after ({cpu_model_name()}, {torch.get_num_threads()} threads; forward + backward, "
           f"best of {REPEATS}, pairs in turn)", flush=True)
     for preset in SIZES:
         for precision in precision_paths(device):

@@ -35,7 +35,7 @@ import torch
 
 from shortrun.config import PipelineConfig
 from shortrun.data.batching import Batch, collate
-from shortrun.numerics import CPUINFO, bfloat16_is_fast, numeric_path, resolve_device
+from shortrun.numerics import bfloat16_is_fast, cpu_model_name, numeric_path, resolve_device
 from shortrun.objectives import StepContext
 from shortrun.params import build_config
 from shortrun.training import Trainer
@@ -177,15 +177,6 @@ def matmul_gflops(rows: int, hidden: int, vocab: int, device: torch.device, dtyp
     return 2 * rows * hidden * vocab / best / 1e9
 
 
-def cpu_name() -> str:
-    """The CPU's model name (figures depend on it: AMX or not, see shortrun.numerics)."""
-    try:
-        text = CPUINFO.read_text()
-    except OSError:
-        return "unknown CPU"
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown CPU")
-
-
 def precision_paths(device: torch.device) -> list[str]:
     """float32, and bfloat16 where the device multiplies it natively (elsewhere it is emulated: not worth timing)."""
     return ["float32", "bfloat16"] if bfloat16_is_fast(device) else ["float32"]
@@ -234,7 +225,7 @@ def bench_preset(preset: str, device: torch.device) -> list[str]:
 def main() -> None:
     device = resolve_device("auto")
     threads = torch.get_num_threads() if device.type == "cpu" else None
-    where = f"{cpu_name()}, {threads} threads" if threads else torch.cuda.get_device_name()
+    where = f"{cpu_model_name()}, {threads} threads" if threads else torch.cuda.get_device_name()
     print(f"training throughput ({where}; precision paths {', '.join(precision_paths(device))}; best of >= "
           f"{MIN_STEPS} timed steps, paths in turn; random ids of realistic lengths)", flush=True)
     print(f"{'preset':6} {'precision':9} {'model':4} {'tokens/s':>11} {'step ms':>10} {'GFLOP/s':>9} {'peak MiB':>9}", flush=True)

@@ -29,14 +29,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _cpuinfo_lines() -> list[str]:
+    try:
+        return CPUINFO.read_text().splitlines()
+    except OSError:  # not Linux: no flags or model name to read
+        return []
+
+
 @lru_cache(maxsize=1)
 def cpu_has_bfloat16_units() -> bool:
     """Whether this CPU has bfloat16 matrix units (Intel AMX: the `amx_bf16` flag of /proc/cpuinfo)."""
-    try:
-        text = CPUINFO.read_text()
-    except OSError:  # not Linux: no flags to read, stay with float32
-        return False
-    return any(line.startswith("flags") and "amx_bf16" in line.split() for line in text.splitlines())
+    return any(line.startswith("flags") and "amx_bf16" in line.split() for line in _cpuinfo_lines())
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (figures depend on it: AMX or not), as /proc/cpuinfo gives it."""
+    return next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")),
+                "unknown CPU")
 
 
 def bfloat16_is_fast(device: torch.device) -> bool:
