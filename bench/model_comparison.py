@@ -36,9 +36,11 @@ from torch import nn
 from shortrun.config import EvaluateConfig, PipelineConfig
 from shortrun.data.batching import make_batches
 from shortrun.data.prepared import load_split, load_vocab
+from shortrun.data.vocab import Vocab
 from shortrun.evaluation import ais, bdmc
 from shortrun.evaluation.estimators import Settings
 from shortrun.evaluation.importance import Estimate
+from shortrun.evaluation.samples import loop_share, prior_samples
 from shortrun.model import latent_generator
 from shortrun.params import PARAMS_FILE, apply_overrides, build_config, read_params
 from shortrun.paths import PREPARED
@@ -122,6 +124,14 @@ def bdmc_check(model: nn.Module, cfg: PipelineConfig) -> dict[str, float]:
     return bdmc.check(model, settings, cfg.data.max_len).get("bdmc", {"sentences": 0})
 
 
+def prior_health(model: nn.Module, vocab: Vocab, cfg: PipelineConfig, num: int) -> dict[str, Any]:
+    """Greedy decodings of `num` draws z ~ N(0, I): the share of degenerate loops (a prior hole) and a few examples."""
+    texts = prior_samples(model, latent_generator(model), vocab, num, cfg.data.max_len,
+                          torch.Generator().manual_seed(cfg.evaluate.seed))
+    return {"samples": num, "loop_share": loop_share(texts, cfg.data.max_len),
+            "mean_words": sum(len(t.split()) for t in texts) / num, "examples": texts[:10]}
+
+
 def mean_nll(est: Estimate) -> tuple[float, float]:
     """Mean NLL per sentence and its standard error (from the per-sentence Monte-Carlo errors)."""
     n = len(est.std_error)
@@ -150,12 +160,17 @@ def plot_curves(rows: dict[str, Any], path: Path) -> None:
 
 def report(rows: dict[str, Any], header: str) -> str:
     """The comparison as a markdown table under a line saying how it was measured."""
-    lines = [header, "", "| variant | best epoch | valid NLL | test NLL | BDMC gap | training s |", "|---|---|---|---|---|---|"]
+    lines = [header, "", "| variant | best epoch | valid NLL | test NLL | BDMC gap | prior loops | training s |",
+             "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
-        check = row.get("bdmc", {})
+        check, prior = row.get("bdmc", {}), row.get("prior")
         gap = f"{check['gap']:.2f} ± {check['gap_se']:.2f} ({check['sentences']})" if check.get("sentences") else "-"
+        loops = f"{prior['loop_share']:.1%} of {prior['samples']}" if prior else "-"
         lines.append(f"| {name} | {row['best_epoch']} | {row['valid_nll']:.2f} | {row['test_nll']:.2f} ± "
-                     f"{row['test_nll_se']:.2f} | {gap} | {row['curve'][-1]['seconds']:.0f} |")
+                     f"{row['test_nll_se']:.2f} | {gap} | {loops} | {row['curve'][-1]['seconds']:.0f} |")
+    for name, row in rows.items():
+        if "prior" in row:
+            lines += ["", f"{name}: sentences decoded from prior draws", ""] + [f"- {t}" for t in row["prior"]["examples"]]
     return "\n".join(lines) + "\n"
 
 
@@ -187,6 +202,8 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--curve-steps", type=int, default=50)
     parser.add_argument("--test-sentences", type=int, default=100)
     parser.add_argument("--bdmc", action="store_true", help="check each chosen latent model's AIS by BDMC")
+    parser.add_argument("--prior-samples", type=int, default=0, metavar="N",
+                        help="decode N prior draws of each chosen latent model; report the share of loops")
     parser.add_argument("--merge", nargs="+", metavar="DIR", help="only merge the comparisons in these folders")
     parser.add_argument("--out", default="reports/comparison")
     args = parser.parse_args(argv)
@@ -196,7 +213,8 @@ def run(argv: list[str] | None = None) -> None:
     base = build_config(raw["preset"], {k: v for k, v in raw.items() if k != "preset"})
     base = base.model_copy(update={"train": base.train.model_copy(update={"device": "cpu"})})
     valid, test = load_split("valid", args.prepared), load_split("test", args.prepared)
-    data = {"vocab_size": len(load_vocab(args.prepared)), "train": load_split("train", args.prepared),
+    vocab = load_vocab(args.prepared)
+    data = {"vocab_size": len(vocab), "train": load_split("train", args.prepared),
             "valid": valid, "curve": valid.select(range(min(args.curve_sentences, len(valid)))),
             "test": test.select(range(min(args.test_sentences, len(test))))}
     rows = {}
@@ -207,6 +225,8 @@ def run(argv: list[str] | None = None) -> None:
                       "test_nll": test_nll, "test_nll_se": test_se}
         if args.bdmc and latent_generator(curve.model) is not None:
             rows[name]["bdmc"] = bdmc_check(curve.model, curve.cfg)
+        if args.prior_samples and latent_generator(curve.model) is not None:
+            rows[name]["prior"] = prior_health(curve.model, vocab, curve.cfg, args.prior_samples)
     header = (f"preset `{base.preset}`, {base.train.epochs} epochs, K = {base.langevin.steps}; validation: first "
               f"{len(data['curve'])} sentences, AIS {args.curve_steps} distributions x 2 chains; test: first "
               f"{len(data['test'])} sentences, AIS {base.evaluate.ais_steps} distributions x {base.evaluate.ais_chains} chains")

@@ -11,7 +11,9 @@ failed one is reported and retried (in its workspace, where DVC skips the stages
 Trials run here as subprocesses (one after another, or `parallel` at a time), or, with `pool`, as flow
 runs of the `shortrun-sweep-trial` deployment on a Prefect work pool, picked up by any of its workers.
 The tracking store must be one every trial reaches: $MLFLOW_TRACKING_URI, else this workspace's
-mlflow.db by absolute path (local path and workers on this machine only).
+mlflow.db by absolute path (local path and workers on this machine only). With a DVC remote
+(`dvc_remote`), the data is prepared once in the sweep's `prepared/` workspace and shared through the
+remote, and each trial pushes its outputs there (flows/dvc_remote.py).
 """
 from __future__ import annotations
 
@@ -29,8 +31,9 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from flows.dvc_remote import DataSharing, prepare_shared, use_remote
 from flows.stages import child_env
-from flows.trial import run_trial
+from flows.trial import prepare_workspace, run_trial
 from shortrun.errors import ShortrunError
 from shortrun.io import write_json, write_text
 from shortrun.params import PARAMS_FILE, corpus_root, load_config, read_params
@@ -46,11 +49,12 @@ from shortrun.sweep import (
     is_test_metric,
     plan_trials,
 )
-from shortrun.ops.tracking import DEFAULT_TRACKING_URI, connect
+from shortrun.ops.tracking import DEFAULT_TRACKING_URI, PARENT_RUN_ENV, connect
 from shortrun.sweep_report import report_markdown, write_plot
 
 DEFAULT_COMMAND = "shortrun run"
 SWEEPS_DIR = Path(".shortrun") / "sweeps"  # ignored by git; one folder per sweep name
+DVC_REMOTE_ENV = "SHORTRUN_DVC_REMOTE"
 Log = Callable[[str], None]
 
 
@@ -60,6 +64,11 @@ def shared_tracking_uri(workspace: Path) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{(workspace / uri[len('sqlite:///'):]).resolve()}"
     return uri
+
+
+def remote_url(url: str) -> str:
+    """A remote URL every clone reads the same: a local folder by absolute path (a clone's own cwd differs)."""
+    return url if "://" in url else str(Path(url).expanduser().resolve())
 
 
 def head_commit(workspace: Path, log: Log) -> str:
@@ -81,7 +90,7 @@ class Sweep:
 
     def __init__(self, cfg: SweepConfig, workspace: Path = Path("."), trials_dir: Optional[Path] = None,
                  command: str = DEFAULT_COMMAND, pool: Optional[str] = None, repo: Optional[str] = None,
-                 trial_timeout_s: Optional[float] = None) -> None:
+                 trial_timeout_s: Optional[float] = None, dvc_remote: Optional[str] = None) -> None:
         self.cfg = cfg
         self.workspace = workspace.resolve()
         self.folder = (trials_dir or self.workspace / SWEEPS_DIR / cfg.name).resolve()
@@ -89,6 +98,8 @@ class Sweep:
         self.pool = pool
         self.repo = repo or str(self.workspace)  # what workers clone: a URL they reach, or this checkout's path
         self.trial_timeout_s = trial_timeout_s
+        dvc_remote = dvc_remote or os.environ.get(DVC_REMOTE_ENV)
+        self.dvc_remote = remote_url(dvc_remote) if dvc_remote else None
         self.state_file = self.folder / "state.json"
         self.trials = plan_trials(cfg)
         self._lock = threading.Lock()
@@ -145,10 +156,22 @@ class Sweep:
             + (f" ({self.cfg.metric} = {result.metric:.4g})" if result.metric is not None else f": {result.error}"))
         self._save(parent_id)
 
+    def _data_root(self) -> str:
+        return str(corpus_root(load_config(self.workspace / PARAMS_FILE).data, self.workspace))
+
+    def _share_data(self, commit: str, parent_id: str, log: Log) -> DataSharing:
+        """Prepare the data once in the sweep's `prepared/` workspace and push it to the DVC remote."""
+        dest = self.folder / "prepared"
+        log(f"shortrun: sweep {self.cfg.name}: preparing the data once in {dest}, shared through {self.dvc_remote}")
+        prepare_workspace(self.repo, commit, dest, self.cfg.preset, self.cfg.fixed, self._data_root())
+        use_remote(dest, self.dvc_remote)
+        lock = prepare_shared(dest, {PARENT_RUN_ENV: parent_id})
+        return DataSharing(remote_url=self.dvc_remote, prepared_lock=lock)
+
     def _run_here(self, client: MlflowClient, parent_id: str, todo: list[TrialResult], sweep_env: dict[str, str],
-                  commit: str, parallel: int, log: Log) -> None:
+                  commit: str, parallel: int, sharing: Optional[DataSharing], log: Log) -> None:
         """Local path: each trial a subprocess in its clone under the trials folder, `parallel` at a time."""
-        data_root = str(corpus_root(load_config(self.workspace / PARAMS_FILE).data, self.workspace))
+        data_root = self._data_root()
         env = child_env(sweep_env)
 
         def one(result: TrialResult) -> None:
@@ -156,7 +179,7 @@ class Sweep:
             dest = self.folder / f"trial-{trial.key}"
             log(f"shortrun: sweep {self.cfg.name}: trial {trial.key} ({trial.label()}) starts in {dest}")
             error = run_trial(self.repo, commit, dest, trial.key, trial.preset, trial.overrides, data_root,
-                              self.command, env, self.folder / f"trial-{trial.key}.log")
+                              self.command, env, self.folder / f"trial-{trial.key}.log", sharing)
             self._settle(client, parent_id, result, error, log)
 
         with ThreadPoolExecutor(max_workers=parallel) as threads:
@@ -183,7 +206,8 @@ class Sweep:
                                  {"grid": self.cfg.grid, "random": self.cfg.random}),
                              "sweep.budget": str(self.cfg.budget), "sweep.seed": str(self.cfg.seed),
                              "sweep.preset": str(self.cfg.preset), "sweep.fixed": json.dumps(self.cfg.fixed),
-                             "sweep.commit": commit, "sweep.pool": str(self.pool)})
+                             "sweep.commit": commit, "sweep.pool": str(self.pool),
+                             "sweep.dvc_remote": str(self.dvc_remote)})
             self._results = [TrialResult(t) for t in self.trials]
             todo = []
             for result in self._results:
@@ -197,14 +221,15 @@ class Sweep:
             self._save(parent_id)
             sweep_env = {SWEEP_RUN_ENV: parent_id, "MLFLOW_TRACKING_URI": uri,
                          "MLFLOW_REGISTRY_URI": os.environ["MLFLOW_REGISTRY_URI"]}
+            sharing = self._share_data(commit, parent_id, log) if self.dvc_remote and todo else None
             if self.pool:
                 from flows.sweep_pool import run_on_pool  # Prefect is imported only for the pool path
 
                 run_on_pool(self.pool, self.repo, commit, self.cfg.name, parent_id, todo, self.command, sweep_env,
                             lambda result, error: self._settle(client, parent_id, result, error, log), log,
-                            self.trial_timeout_s)
+                            self.trial_timeout_s, sharing)
             else:
-                self._run_here(client, parent_id, todo, sweep_env, commit, parallel, log)
+                self._run_here(client, parent_id, todo, sweep_env, commit, parallel, sharing, log)
             chosen = choose(self._results, self.cfg.direction)
             report = self._report(client, parent_id, chosen)
         return self._results, chosen, report

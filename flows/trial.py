@@ -2,19 +2,25 @@
 
 The same function runs a trial on the sweep's own machine (flows/sweep.py, local path) and on any worker
 of a Prefect work pool (flows/sweep_pool.py). A workspace that exists already is reused, so a retried
-trial resumes where DVC left it; a trial never writes into another's workspace. Nothing here imports Prefect.
+trial resumes where DVC left it; a trial never writes into another's workspace. With a DVC remote (flows/dvc_remote.py) a trial starts from
+the sweep's prepared data and pushes its outputs when its command succeeds. Nothing here imports Prefect.
 """
 from __future__ import annotations
 
+import json
 import subprocess
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
+from flows.dvc_remote import DataSharing, pull_shared, push
 from shortrun.errors import ERROR_PREFIX, ShortrunError
 from shortrun.params import PARAMS_FILE, write_params
 from shortrun.sweep import SWEEP_TRIAL_ENV
 
 TRIAL_TIMEOUT_S = 72 * 3600
+PHASES_PREFIX = "shortrun: trial seconds: "
 
 
 def _git(*args: str, cwd: Optional[Path] = None) -> None:
@@ -24,16 +30,18 @@ def _git(*args: str, cwd: Optional[Path] = None) -> None:
 
 
 def prepare_workspace(source: str, commit: str, dest: Path, preset: Optional[str], overrides: Sequence[str],
-                      data_root: Optional[str]) -> None:
-    """A clone of `source` at `commit` in `dest` (kept when it exists) with the trial's params.yaml.
+                      data_root: Optional[str]) -> bool:
+    """A clone of `source` at `commit` in `dest` (kept when it exists) with the trial's params.yaml; True when new.
 
     `data_root` None lets the workspace find the corpora itself ($SHORTRUN_DATA, else a shared/data above it).
     """
-    if not (dest / ".git").is_dir():
+    fresh = not (dest / ".git").is_dir()
+    if fresh:
         dest.parent.mkdir(parents=True, exist_ok=True)
         _git("clone", "--quiet", "--no-checkout", source, str(dest))
         _git("checkout", "--quiet", commit, cwd=dest)
     write_params(preset, list(overrides), dest / PARAMS_FILE, root=data_root)
+    return fresh
 
 
 def _error_line(log: Path) -> str:
@@ -43,17 +51,58 @@ def _error_line(log: Path) -> str:
     return (own or lines or ["no output"])[-1][:300]
 
 
+class PhaseClock:
+    """Seconds spent in each phase of a trial (workspace, dvc pull, command, dvc push), for its log's last line."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 3)
+
+    def line(self) -> str:
+        return f"{PHASES_PREFIX}{json.dumps(self.seconds)}\n"
+
+
+def read_phases(log_file: Path) -> dict[str, float]:
+    """The phase seconds a trial's log ends with (empty when it has none)."""
+    lines = [line for line in log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+             if line.startswith(PHASES_PREFIX)]
+    return json.loads(lines[-1][len(PHASES_PREFIX):]) if lines else {}
+
+
 def run_trial(source: str, commit: str, dest: Path, key: str, preset: Optional[str], overrides: Sequence[str],
-              data_root: Optional[str], command: Sequence[str], env: Mapping[str, str], log_file: Path) -> Optional[str]:
-    """Prepare the workspace and run the trial command there; None when it exited 0, else its one-line error."""
+              data_root: Optional[str], command: Sequence[str], env: Mapping[str, str], log_file: Path,
+              sharing: Optional[DataSharing] = None) -> Optional[str]:
+    """Prepare the workspace and run the trial command there; None when it exited 0 (and its outputs were
+    pushed, with `sharing`), else its one-line error. The log ends with the seconds of each phase."""
+    clock = PhaseClock()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text("", encoding="utf-8")
     try:
-        prepare_workspace(source, commit, dest, preset, overrides, data_root)
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        with log_file.open("w", encoding="utf-8") as out:
+        with clock.phase("workspace"):
+            fresh = prepare_workspace(source, commit, dest, preset, overrides, data_root)
+        if sharing:
+            with clock.phase("dvc_pull"):
+                pull_shared(dest, sharing, fresh)
+        with log_file.open("a", encoding="utf-8") as out, clock.phase("command"):
             done = subprocess.run(list(command), cwd=dest, stdout=out, stderr=subprocess.STDOUT,
                                   env={**env, SWEEP_TRIAL_ENV: key}, timeout=TRIAL_TIMEOUT_S)
+        if done.returncode:
+            return f"exit {done.returncode}: {_error_line(log_file)}"
+        if sharing:
+            with clock.phase("dvc_push"):
+                push(dest)
     except subprocess.TimeoutExpired:
         return f"stopped after {TRIAL_TIMEOUT_S} s"
     except (ShortrunError, OSError) as err:
         return (str(err).splitlines() or [type(err).__name__])[0][:300]
-    return f"exit {done.returncode}: {_error_line(log_file)}" if done.returncode else None
+    finally:
+        with log_file.open("a", encoding="utf-8") as out:
+            out.write(clock.line())
+    return None

@@ -67,8 +67,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pool", help="run trials as flow runs on this Prefect work pool (needs PREFECT_API_URL; docs/scaling.md)")
     p.add_argument("--repo", help="with --pool: the git URL workers clone (default: this checkout's path)")
     p.add_argument("--trial-timeout", type=float, metavar="SECONDS",
-                   help="with --pool: a trial not done this long after submission is marked Crashed and failed "
+                   help="with --pool: a trial running this long without a result is marked Crashed and failed "
                         "(a lost worker); default: wait")
+    p.add_argument("--dvc-remote", metavar="URL",
+                   help="DVC remote the trials share: the data prepared once, each trial's outputs pushed "
+                        "(a folder, s3://..., ...; default: $SHORTRUN_DVC_REMOTE, else none)")
     p.set_defaults(handler=_sweep)
 
 
@@ -86,7 +89,7 @@ def _sweep(args: argparse.Namespace) -> int:
     else:
         cfg = build_sweep({k: v for k, v in flags.items() if v not in (None, [], {})}, "shortrun sweep")
     sweep = Sweep(cfg, trials_dir=args.trials_dir, command=args.command, pool=args.pool, repo=args.repo,
-                  trial_timeout_s=args.trial_timeout)
+                  trial_timeout_s=args.trial_timeout, dvc_remote=args.dvc_remote)
     results, chosen, report = sweep.run(args.parallel)
     print(report.read_text(encoding="utf-8"))
     print(f"shortrun: sweep report {report} and plot {report.with_suffix('.png')}")

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -113,3 +114,15 @@ class Processes:
     def stop_all(self) -> None:
         for proc in reversed(self.started):  # clients before the server they talk to
             self.stop(proc)
+
+
+def start_mlflow_server(processes: Processes, root: Path) -> str:
+    """`mlflow server` with a SQLite store and an artifact folder under `root`, on a free loopback port; its URL."""
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = processes.start("mlflow", [str(Path(sys.executable).parent / "mlflow"), "server",
+                                      "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                                      "--artifacts-destination", str(root / "artifacts"),
+                                      "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1"],
+                           cwd=root, env=os.environ)
+    wait_healthy(url, proc, 240, details=lambda: processes.tail(proc))
+    return url

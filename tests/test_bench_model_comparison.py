@@ -17,7 +17,7 @@ def test_comparison_writes_curves_table_and_test_numbers(tiny: dict, tmp_path: P
     out = tmp_path / "out"
     model_comparison.run(["--params", str(params), "--prepared", str(tiny["prepared"]), "--set", "train.epochs=2",
                            "--set", "evaluate.ais_steps=4", "--variants", "lm", "sri-chain",
-                           "--curve-sentences", "6", "--curve-steps", "3", "--test-sentences", "6", "--bdmc", "--out", str(out)])
+                           "--curve-sentences", "6", "--curve-steps", "3", "--test-sentences", "6", "--bdmc", "--prior-samples", "5", "--out", str(out)])
     result = json.loads((out / "comparison.json").read_text())["variants"]
     assert set(result) == {"lm", "sri-chain"}
     for row in result.values():
@@ -28,6 +28,9 @@ def test_comparison_writes_curves_table_and_test_numbers(tiny: dict, tmp_path: P
     assert "bdmc" not in result["lm"]  # exact: nothing to check
     check = result["sri-chain"]["bdmc"]
     assert check["sentences"] > 0 and check["reverse_nll"] <= check["forward_nll"] + 4 * check["gap_se"]
+    prior = result["sri-chain"]["prior"]
+    assert "prior" not in result["lm"] and prior["samples"] == 5 and len(prior["examples"]) == 5
+    assert 0.0 <= prior["loop_share"] <= 1.0 and prior["mean_words"] > 0
     assert (out / "curves.png").stat().st_size > 0
     assert "| sri-chain |" in (out / "comparison.md").read_text() and "| sri-chain |" in capsys.readouterr().out
 

@@ -11,6 +11,7 @@ from shortrun.config import EvaluateConfig, LangevinConfig, ModelConfig
 from shortrun.data.prepared import FEATURES
 from shortrun.data.vocab import Vocab
 from shortrun.evaluation.report import comparison_table
+from shortrun.evaluation.samples import is_loop, loop_share
 from shortrun.evaluation.suite import evaluate_model
 from shortrun.model import build_model
 
@@ -53,3 +54,13 @@ def test_latent_models_report_the_prior_distance_and_sample_health(evaluations: 
     rows = [line for line in section.splitlines() if line.startswith("| sri ") or line.startswith("| vae ")]
     assert len(rows) == 2 and "| lm " not in section
     assert f"| {sri.metrics['agg_sq_norm']:.2f} | {sri.metrics['agg_kl']:.2f} |" in rows[0]
+
+
+def test_a_prior_sample_is_a_loop_only_when_it_runs_to_the_limit_repeating_itself() -> None:
+    limit = 8
+    assert is_loop("the the food the food the food the", limit)  # no end, two words over its second half
+    assert not is_loop("the food was great", limit)  # ended before the limit
+    assert not is_loop("the food was great and the staff friendly", limit)  # at the limit, but varied
+    assert not is_loop("good good", limit)  # repeats, yet it ended
+    assert loop_share(["a b a b a b a b", "a b c", "x y x y x y x y", "the food was great"], limit) == 0.5
+    assert loop_share([], limit) == 0.0

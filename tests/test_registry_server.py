@@ -6,8 +6,6 @@ Models are constructed, not trained (tests/registry_workspace.py), so a registra
 """
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from shortrun.ops.registry import CHAMPION, PairMismatch
 from shortrun.ops.serving import load_model, load_pair
 from shortrun.params import build_config
 from tasks import register
-from tests.processes import Processes, free_port, wait_healthy
+from tests.processes import Processes, start_mlflow_server
 from tests.registry_workspace import (
     corpus,
     generator,
@@ -40,16 +38,9 @@ PTB_WORDS = "market shares rose fell percent".split()
 def server(tmp_path_factory):
     """`mlflow server` with a SQLite store and an artifact folder in tmp, on a free loopback port; stopped by pid."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    url = f"http://127.0.0.1:{free_port()}"
     processes = Processes(root)
     try:
-        proc = processes.start("mlflow", [str(Path(sys.executable).parent / "mlflow"), "server",
-                                          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                                          "--artifacts-destination", str(root / "artifacts"),
-                                          "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1"],
-                               cwd=root, env=os.environ)
-
-        wait_healthy(url, proc, 240, details=lambda: processes.tail(proc))
+        url = start_mlflow_server(processes, root)
         yield url
     finally:
         for proc in processes.started:

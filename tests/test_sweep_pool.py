@@ -1,10 +1,13 @@
 """`shortrun sweep --pool`: trials as flow runs on a Prefect work pool, picked up by two real workers.
 
 A real `prefect server start` on a free loopback port, a process work pool, two `prefect worker start
---limit 1` processes (each with a trials folder of its own) and the cheap trial command of
-tests/sweep_trial.py: both trials run at the same time, one on each worker, each in its own clone, and
-both runs are children of the sweep's MLflow parent run. Then a worker is killed in the middle of a
-trial, and the sweep still ends, reporting that trial failed. Every process is stopped by pid.
+--limit 1` processes (each with a trials folder of its own), a real `mlflow server` (SQLite) and a DVC
+remote in a local folder. Two real trials of the `tiny` pipeline (`shortrun run`) run at the same time,
+one on each worker, each in its own clone: both are children of the sweep's MLflow parent run, the
+better one on validation is chosen, the data prepared once by the sweep reaches both through the remote
+(neither prepares again), each pushes its models there, and `dvc status` is clean in each clone. Then a
+worker is killed in the middle of a trial (the cheap hanging command of tests/sweep_trial.py), and the
+sweep still ends, reporting that trial failed. Every process is stopped by pid.
 """
 from __future__ import annotations
 
@@ -15,22 +18,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.processes import Processes, free_port, wait_healthy, wait_until
-from tests.workspace import copy_project, entered
+from shortrun.params import DATA_ENV
+from shortrun.sweep import TRIAL_TAG
+from tests.processes import Processes, free_port, start_mlflow_server, wait_healthy, wait_until
+from tests.workspace import copy_project, dvc, entered
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 TRIAL = Path(__file__).with_name("sweep_trial.py")
 METRIC = "train.sri.best_valid_nll"
-# The lost trial is given up this long after submission: a worker starts a trial within seconds alone, but
-# in the full suite a start has taken longer than 50 s; every second here is waited in full.
-LOST_TIMEOUT_S = 60
+# The lost trial is given up this long after the sweep sees it running; every second here is waited in full.
+LOST_TIMEOUT_S = 15
 
 
 @dataclass
@@ -42,8 +47,7 @@ class Pool:
     root: Path
 
     def sweep(self, name: str, *args: str) -> list[str]:
-        return [str(BIN / "shortrun"), "sweep", "--name", name, "--set", "langevin.step_size=0.5", "--metric", METRIC,
-                "--pool", "trials", "--command", f"{sys.executable} {TRIAL}", *args]
+        return [str(BIN / "shortrun"), "sweep", "--name", name, "--metric", METRIC, "--pool", "trials", *args]
 
     def clones(self, worker: str, sweep: str) -> list[Path]:
         return sorted((self.root / f"worker-{worker}" / "trials" / sweep).glob("trial-*/"))
@@ -63,11 +67,13 @@ def pool(tmp_path_factory):
     processes = Processes(root)
     try:
         with entered(copy_project(root / "ws", preset="tiny")) as workspace:
+            tracking = start_mlflow_server(processes, root)
             port = free_port()
             api_url = f"http://127.0.0.1:{port}/api"
             env = {**os.environ, "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": api_url,
                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
-                   "PREFECT_WORKER_QUERY_SECONDS": "2"}
+                   "PREFECT_WORKER_QUERY_SECONDS": "2", "MLFLOW_TRACKING_URI": tracking,
+                   "MLFLOW_REGISTRY_URI": tracking}
             server = processes.start("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                                                 "--port", str(port)], workspace, env)
             wait_healthy(api_url, server, timeout_s=180, details=lambda: processes.tail(server))
@@ -80,43 +86,62 @@ def pool(tmp_path_factory):
                 folder.mkdir()
                 workers[name] = processes.start(
                     f"worker-{name}", [str(BIN / "prefect"), "worker", "start", "--pool", "trials", "--limit", "1"],
-                    folder, {**env, "SHORTRUN_TRIALS_DIR": str(folder / "trials"), "SWEEP_TRIAL_HOLD_S": "6"})
+                    folder, {**env, "SHORTRUN_TRIALS_DIR": str(folder / "trials"), DATA_ENV: env[DATA_ENV]})
             yield Pool(workspace, env, processes, workers, root)
     finally:
         processes.stop_all()
 
 
-def test_trials_run_in_parallel_on_two_workers_of_a_pool(pool):
-    done = subprocess.run(pool.sweep("par", "--grid", "langevin.steps=5,7"), cwd=pool.workspace, env=pool.env,
-                          capture_output=True, text=True, timeout=600)
+def lock_stage(workspace: Path, stage: str) -> dict:
+    return yaml.safe_load((workspace / "dvc.lock").read_text())["stages"][stage]
+
+
+def test_tiny_trials_run_in_parallel_on_two_workers_sharing_one_dvc_remote(pool):
+    remote = pool.root / "dvc-remote"
+    done = subprocess.run(pool.sweep("par", "--grid", "langevin.steps=2,4", "--dvc-remote", str(remote)),
+                          cwd=pool.workspace, env=pool.env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr + pool.logs()
 
+    clones = [clone for worker in ("a", "b") for clone in pool.clones(worker, "par")]
     assert [len(pool.clones(worker, "par")) for worker in ("a", "b")] == [1, 1]  # one trial on each worker
-    client = MlflowClient()
-    (parent,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                   filter_string="attributes.run_name = 'sweep-par'")
-    runs = client.search_runs([parent.info.experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
     flow_runs = pool.flow_runs("sweep:par")
     assert sorted(r.state_name for r in flow_runs) == ["Completed", "Completed"]
     first, second = sorted(flow_runs, key=lambda r: r.start_time)
     assert second.start_time < first.end_time  # the two trials ran at the same time
-    chosen = next(r for r in runs if r.info.run_id == parent.data.tags["sweep.chosen_run_id"])
-    assert chosen.data.metrics[METRIC] == 0.5  # |7 - 7| + step size: the better trial on validation
-    assert "langevin.steps=7" in parent.data.tags["sweep.chosen_overrides"]
+
+    client = MlflowClient(pool.env["MLFLOW_TRACKING_URI"])
+    (parent,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                   filter_string="attributes.run_name = 'sweep-par'")
+    runs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    trials = [r for r in runs if TRIAL_TAG in r.data.tags]
+    assert sorted(r.info.status for r in trials) == ["FINISHED", "FINISHED"]
+    best = min(trials, key=lambda r: r.data.metrics[METRIC])
+    assert parent.data.tags["sweep.chosen_run_id"] == best.info.run_id  # the better trial on validation
+
+    shared = lock_stage(pool.workspace / ".shortrun" / "sweeps" / "par" / "prepared", "prepare")
+    for clone in clones:
+        log = clone.with_name(f"{clone.name}.log").read_text()
+        assert "prepare skipped" in log, log[-2000:]  # the shared prepared data, pulled from the remote
+        assert lock_stage(clone, "prepare")["outs"] == shared["outs"]
+        assert "up to date" in dvc("status", cwd=clone), clone  # every stage current in the worker's clone
+        assert "in sync" in dvc("status", "--cloud", cwd=clone), clone  # all its outputs are in the remote
+    models = {lock_stage(clone, "train@sri")["outs"][0]["md5"] for clone in clones}
+    assert len(models) == 2  # each trial's own generator, both in the remote
+    assert sum(1 for _ in remote.rglob("*") if _.is_file()) > 0
 
 
 def test_a_worker_killed_mid_trial_ends_the_sweep_with_the_trial_reported_failed(pool):
     """langevin.steps=11 hangs; its worker is killed while it runs, and the sweep gives up on it after the timeout."""
     sweep = pool.processes.start("sweep-lost", pool.sweep("lost", "--grid", "langevin.steps=11", "--trial-timeout",
-                                                          str(LOST_TIMEOUT_S)), pool.workspace, pool.env)
+                                                          str(LOST_TIMEOUT_S), "--command", f"{sys.executable} {TRIAL}"),
+                                 pool.workspace, pool.env)
     running = wait_until(lambda: [w for w in pool.workers if pool.clones(w, "lost")], 120,
                          "the hanging trial started on a worker", details=pool.logs)
     pool.processes.stop(pool.workers[running[0]])
     assert sweep.wait(timeout=300) == 2  # no trial finished
     report = (pool.workspace / ".shortrun" / "sweeps" / "lost" / "sweep.md").read_text()
-    # Crashed by the sweep's own timeout ("no result within 60 s of submission") or, in a long suite run, by
+    # Crashed by the sweep's own timeout ("no result within 15 s of running") or, in a long suite run, by
     # Prefect noticing the lost worker first: either way the trial is reported failed, not left pending
     assert "failed: flow run marked Crashed" in report
     assert "sweep lost: no trial finished" in pool.processes.tail(sweep)

@@ -53,6 +53,18 @@ def prior_samples(model: nn.Module, generator: Generator | None, vocab: Vocab, n
     return [to_text(vocab, row) for row in rows]
 
 
+def is_loop(text: str, max_len: int, distinct: int = 2) -> bool:
+    """A degenerate sample: it ran to the length limit (no end of sentence) and its second half repeats at most
+    `distinct` words, the mark of a prior draw that fell where the decoder never learned to stop (a prior hole)."""
+    words = text.split()
+    return len(words) >= max_len and len(set(words[len(words) // 2:])) <= distinct
+
+
+def loop_share(texts: list[str], max_len: int) -> float:
+    """The fraction of `texts` that are degenerate loops (`is_loop`)."""
+    return sum(is_loop(text, max_len) for text in texts) / max(len(texts), 1)
+
+
 def decode_means(generator: Generator, vocab: Vocab, mu: Tensor, max_len: int) -> list[str]:
     """Greedy decoding of each row of `mu` [n, d]."""
     return [to_text(vocab, row) for row in generator.decode(mu, max_len)]
