@@ -106,6 +106,8 @@ def _run_pipeline(preset: str | None, overrides: list[str]) -> dict[str, Any]:
         check_clean()
         registration = register(cfg, run_id)
         metrics = collect_metrics()
+        if registration is not None and registration.gate_value is not None:  # a likelihood a sweep can choose on
+            metrics[f"register.generator.valid_{registration.gate_metric}"] = registration.gate_value
         mlflow.log_metrics(metrics)
         link = _run_link(tracking_uri, run)
         create_markdown_artifact(

@@ -130,9 +130,11 @@ def test_failure_in_a_release_leaves_no_version_and_the_champion_in_place(regist
 
 def test_same_source_hash_is_registered_once(registry):
     assert already_registered(registry.name, "abc.dir") is None
-    registry.register(5.0, tags={"dvc_md5": "abc.dir"})
+    first = registry.register(5.25, tags={"dvc_md5": "abc.dir"})
     again = already_registered(registry.name, "abc.dir")
     assert again is not None and (again.version, again.new, again.promoted) == ("1", False, True)
+    # what the gate measured comes back with it (the pipeline logs it as a metric either way)
+    assert (first.gate_metric, first.gate_value) == (again.gate_metric, again.gate_value) == ("heldout_nll", 5.25)
     assert already_registered(registry.name, "other.dir") is None
 
 

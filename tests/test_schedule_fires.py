@@ -2,9 +2,9 @@
 served by `shortrun serve --interval` and deployed from prefect.yaml to a process work pool.
 
 One server and one throwaway workspace (the `tiny` preset) serve all tests: the served schedule runs
-the pipeline for real, and that run is the end-to-end check of the flow (every stage runs under its
-MLflow parent run, the pair is registered, `dvc status` is clean); the work pool's scheduled run and a
-`shortrun run` then find every stage up to date and change nothing. A schedule's runs are created by
+the pipeline for real (the `served_run` fixture), and that run is the end-to-end check of the flow (every
+stage runs under its MLflow parent run, the pair is registered, `dvc status` is clean); the work pool's
+scheduled run and a `shortrun run` then find every stage up to date and change nothing. A schedule's runs are created by
 the server's scheduler (`auto_scheduled`); nothing is started by hand.
 """
 from __future__ import annotations
@@ -154,11 +154,22 @@ def unchanged_by_a_run(workspace: Path) -> tuple[dict[Path, int], int]:
     return stamps, len(MlflowClient().search_model_versions(f"name = '{GENERATOR}'"))
 
 
-def test_served_schedule_runs_every_stage_registers_and_leaves_dvc_clean(server, workspace, processes):
+@pytest.fixture(scope="module")
+def served_run(server, workspace, processes) -> FlowRun:
+    """The pipeline's first run in the workspace, started by the schedule of `shortrun serve --interval 10`.
+
+    A fixture, not a test's side effect: the tests below that need a workspace where every stage has run
+    ask for it, so each of them runs alone (`pytest -k`) as well as after the others.
+    """
     serve = processes.start("serve", [str(BIN / "shortrun"), "serve", "--interval", "10", "--name", "every-10s"],
                             workspace, server.env)
     run = completed_scheduled_run(server, "every-10s", serve)
     processes.stop(serve)
+    return run
+
+
+def test_served_schedule_runs_every_stage_registers_and_leaves_dvc_clean(served_run, workspace):
+    run = served_run
     assert run.auto_scheduled and run.flow_id is not None
     assert_dvc_clean(workspace)
 
@@ -177,6 +188,8 @@ def test_served_schedule_runs_every_stage_registers_and_leaves_dvc_clean(server,
     client = MlflowClient()
     candidate = client.get_model_version_by_alias(GENERATOR, CANDIDATE)
     assert candidate.tags["dvc_md5"] == out_md5("models/sri", workspace)
+    # the gate's held-out likelihood on validation sentences is also the run's metric (what a sweep chooses on)
+    assert parent.data.metrics["register.generator.valid_heldout_nll"] == pytest.approx(float(candidate.tags["gate.value"]))
     assert candidate.tags["gate.decision"] in ("promoted", "refused") and candidate.tags["gate.reason"]
     z = mlflow.pyfunc.load_model(f"models:/{GENERATOR}@{CHAMPION}").predict(["the food was great", "bad service"])
     assert z.shape[0] == 2 and z.ndim == 2
@@ -184,7 +197,7 @@ def test_served_schedule_runs_every_stage_registers_and_leaves_dvc_clean(server,
     assert client.get_model_version_by_alias(CLASSIFIER, CHAMPION).tags["generator_version"] == str(champion.version)
 
 
-def test_work_pool_worker_runs_the_scheduled_deployment(server, workspace, processes):
+def test_work_pool_worker_runs_the_scheduled_deployment(served_run, server, workspace, processes):
     before = unchanged_by_a_run(workspace)
     spec_path = workspace / "prefect.yaml"
     spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
@@ -208,7 +221,7 @@ def test_work_pool_worker_runs_the_scheduled_deployment(server, workspace, proce
     assert unchanged_by_a_run(workspace) == before
 
 
-def test_shortrun_run_then_is_a_no_op(server, workspace, capsys):
+def test_shortrun_run_then_is_a_no_op(served_run, server, workspace, capsys):
     before = unchanged_by_a_run(workspace)
     with temporary_settings(updates={PREFECT_API_URL: server.env["PREFECT_API_URL"]}):
         assert run_from_cli(None, []) == 0

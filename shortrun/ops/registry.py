@@ -67,6 +67,8 @@ class Registration:
     promoted: bool
     reason: str
     new: bool = True
+    gate_metric: str = ""  # what the gate compared (e.g. heldout_nll, on validation sentences) and its value
+    gate_value: float | None = None
 
 
 def champion_of(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -141,9 +143,11 @@ def already_registered(name: str, source_md5: str | None, settings: Mapping[str,
         return None
     version = max(found, key=lambda v: int(v.version))
     current = champion_of(MlflowClient(), name)
+    value = version.tags.get("gate.value")
     return Registration(name=name, version=str(version.version),
                         promoted=current is not None and str(current.version) == str(version.version),
-                        reason=f"unchanged since v{version.version} ({SOURCE_TAG} {source_md5})", new=False)
+                        reason=f"unchanged since v{version.version} ({SOURCE_TAG} {source_md5})", new=False,
+                        gate_metric=version.tags.get("gate.metric", ""), gate_value=float(value) if value else None)
 
 
 class Release:
@@ -170,7 +174,8 @@ class Release:
         }
         all_tags = {key: str(value) for key, value in {**gate_tags, **gate.identity, **tags}.items()}
         version = str(mlflow.register_model(model_uri, name, tags=all_tags).version)
-        registration = Registration(name=name, version=version, promoted=decision.promote, reason=decision.reason)
+        registration = Registration(name=name, version=version, promoted=decision.promote, reason=decision.reason,
+                                    gate_metric=gate.metric, gate_value=float(gate.value))
         self.created.append(registration)
         self.client.update_model_version(name, version, describe(version))
         self.client.set_registered_model_alias(name, CANDIDATE, version)
