@@ -26,7 +26,7 @@ from statistics import mean
 from flows.trial import read_phases
 from shortrun.numerics import cpu_model_name
 from shortrun.params import DATA_ENV, PARAMS_FILE, corpus_root, load_config
-from tests.processes import Processes, free_port, start_mlflow_server, wait_healthy
+from tests.processes import Processes, start_mlflow_server, start_prefect_server
 
 BIN = Path(sys.executable).parent
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -51,13 +51,7 @@ class SweepTiming:
 
 def start_prefect(processes: Processes, root: Path) -> dict[str, str]:
     """A Prefect server and the process pool; the environment every command of the bench runs with."""
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(root / "prefect-home"),
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2"}
-    server = processes.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                                                "--port", str(port)], root, env)
-    wait_healthy(env["PREFECT_API_URL"], server, timeout_s=180, details=lambda: processes.tail(server))
+    env, _ = start_prefect_server(processes, root, root)
     subprocess.run([str(BIN / "prefect"), "--no-prompt", "work-pool", "create", POOL, "--type", "process"],
                    env=env, cwd=root, check=True, capture_output=True)
     return env

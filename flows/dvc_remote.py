@@ -12,16 +12,13 @@ The remote is `shortrun sweep --dvc-remote URL` (or $SHORTRUN_DVC_REMOTE), writt
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping
 
 import yaml
 from pydantic import BaseModel
 
-from flows.stages import child_env
-from shortrun.errors import ShortrunError
+from flows.stages import dvc_output
 
 REMOTE_NAME = "sweep"
 LOCK_FILE = "dvc.lock"
@@ -36,25 +33,16 @@ class DataSharing(BaseModel):
     prepared_lock: str
 
 
-def _dvc(workspace: Path, *args: str, env: Optional[Mapping[str, str]] = None) -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workspace, env=child_env(env),
-                          capture_output=True, text=True)
-    if done.returncode:
-        lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
-        raise ShortrunError(f"dvc {args[0]} failed in {workspace}: {lines[-1]}")
-    return done.stdout
-
-
 def use_remote(workspace: Path, url: str) -> None:
     """Make `url` the workspace's default remote, in its local config (never committed)."""
-    _dvc(workspace, "remote", "add", "--local", "--force", "--default", REMOTE_NAME, url)
+    dvc_output(workspace, "remote", "add", "--local", "--force", "--default", REMOTE_NAME, url)
 
 
 def prepare_shared(workspace: Path, env: Mapping[str, str]) -> str:
     """`dvc repro prepare` in the workspace (`env` for its stage), push its outputs; returns the lock entry
     trials seed theirs with."""
-    _dvc(workspace, "repro", "--single-item", SHARED_STAGE, env=env)
-    _dvc(workspace, "push", "--quiet", SHARED_STAGE)
+    dvc_output(workspace, "repro", "--single-item", SHARED_STAGE, env=env)
+    dvc_output(workspace, "push", "--quiet", SHARED_STAGE)
     stages = yaml.safe_load((workspace / LOCK_FILE).read_text(encoding="utf-8"))["stages"]
     return yaml.safe_dump({SHARED_STAGE: stages[SHARED_STAGE]}, sort_keys=False)
 
@@ -73,9 +61,9 @@ def pull_shared(workspace: Path, sharing: DataSharing, fresh: bool) -> None:
     use_remote(workspace, sharing.remote_url)
     if fresh:
         seed_lock(workspace, sharing.prepared_lock)
-    _dvc(workspace, "pull", "--quiet", "--allow-missing")
+    dvc_output(workspace, "pull", "--quiet", "--allow-missing")
 
 
 def push(workspace: Path) -> None:
     """Send every cached output the workspace's dvc.lock names to the remote."""
-    _dvc(workspace, "push", "--quiet")
+    dvc_output(workspace, "push", "--quiet")

@@ -57,24 +57,25 @@ def _dvc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
-def _check_output(args: list[str], cwd: Path) -> str:
-    done = subprocess.run(args, cwd=cwd, env=child_env(), capture_output=True, text=True)
+def dvc_output(cwd: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
+    """`dvc <args>` in `cwd` (`env` added to its environment); its stdout, or StageFailed with DVC's last line."""
+    done = subprocess.run(_dvc(*args), cwd=cwd, env=child_env(env), capture_output=True, text=True)
     if done.returncode:
         lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
-        raise StageFailed(f"{' '.join(args[2:])} failed in {cwd}: {lines[-1]}")
+        raise StageFailed(f"dvc {' '.join(args)} failed in {cwd}: {lines[-1]}")
     return done.stdout
 
 
 def stage_targets(cwd: Path = Path(".")) -> list[str]:
     """Every stage of dvc.yaml with foreach items expanded (e.g. train@sri), in DAG order."""
-    names = _check_output(_dvc("stage", "list", "--name-only"), cwd).split()
+    names = dvc_output(cwd, "stage", "list", "--name-only").split()
     rank = {base: i for i, base in enumerate(STAGES)}  # a stage not named there runs after these
     return sorted(names, key=lambda name: rank.get(name.split("@")[0], len(STAGES)))
 
 
 def dvc_status(cwd: Path = Path(".")) -> dict:
     """`dvc status --json`: empty when every stage is up to date."""
-    out = _check_output(_dvc("status", "--json"), cwd).strip()
+    out = dvc_output(cwd, "status", "--json").strip()
     return json.loads(out) if out else {}
 
 

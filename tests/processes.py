@@ -126,3 +126,17 @@ def start_mlflow_server(processes: Processes, root: Path) -> str:
                            cwd=root, env=os.environ)
     wait_healthy(url, proc, 240, details=lambda: processes.tail(proc))
     return url
+
+
+def start_prefect_server(processes: Processes, root: Path, cwd: Path,
+                         extra: Mapping[str, str] | None = None) -> tuple[dict[str, str], subprocess.Popen]:
+    """`prefect server start` on a free loopback port with its PREFECT_HOME under `root`; the environment that
+    points at it (workers ask for runs every 2 s instead of 10 s: shorter waits, same path) and its process."""
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
+           "PREFECT_WORKER_QUERY_SECONDS": "2", **(extra or {})}
+    proc = processes.start("prefect-server", [str(Path(sys.executable).parent / "prefect"), "server", "start",
+                                              "--host", "127.0.0.1", "--port", str(port)], cwd, env)
+    wait_healthy(env["PREFECT_API_URL"], proc, timeout_s=180, details=lambda: processes.tail(proc))
+    return env, proc

@@ -10,7 +10,6 @@ the server's scheduler (`auto_scheduled`); nothing is started by hand.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from shortrun.cli import TRACKED_STAGES
 from shortrun.ops.dvclock import out_md5
 from shortrun.ops.registry import CANDIDATE, CHAMPION
 from shortrun.paths import PREPARED, PREPARED_PARTS
-from tests.processes import Processes, free_port, wait_healthy, wait_until
+from tests.processes import Processes, start_prefect_server, wait_until
 from tests.workspace import copy_project, dvc, entered, git
 
 pytestmark = pytest.mark.slow
@@ -91,15 +90,9 @@ class PrefectServer:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, processes, workspace) -> PrefectServer:
     """A Prefect server started the documented way, on a free loopback port with a PREFECT_HOME of its own."""
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")), "PREFECT_API_URL": api_url,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
-           # `shortrun serve` and the worker ask for due runs every 2 s instead of 10 s: a shorter test, same path.
-           "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_WORKER_QUERY_SECONDS": "2"}
-    proc = processes.start("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                                      "--port", str(port)], workspace, env)
-    wait_healthy(api_url, proc, timeout_s=180, details=lambda: processes.tail(proc))
+    # `shortrun serve` asks for due runs every 2 s instead of 10 s, as the workers do: a shorter test, same path
+    env, proc = start_prefect_server(processes, tmp_path_factory.mktemp("prefect"), workspace,
+                                     {"PREFECT_RUNNER_POLL_FREQUENCY": "2"})
     return PrefectServer(env, proc, processes)
 
 
