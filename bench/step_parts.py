@@ -25,7 +25,10 @@ x0.90 at ptb's (forward and backward, bfloat16, best of 60 in turn), and the who
 x0.94 to x1.14 across three in-process A/B runs (noise), ptb's x0.89. What a profile of the bfloat16 yelp step
 still shows per chain step (Intel Xeon with AMX, 2 threads): about 1.8 ms casting the output weight's
 gradient to float32 and 0.7 ms adding it into .grad (the authors' rule accumulates K + 1 of them), 4.7 ms in
-the LSTM's forward and backward, 1.7 ms in the softmax.
+the LSTM's forward and backward, 1.7 ms in the softmax. Deferring the chain steps' output-layer weight
+gradients (the layer run on detached parameters, each pass's logits gradient kept by a hook, one
+[V, K N] x [K N, H] product at the end of the chain) was tried and removed too: concatenating the K logits
+gradients alone cost about 43 ms per yelp step, and the step ran x0.85 of the plain one (one thread, in turn).
 """
 from __future__ import annotations
 
