@@ -9,6 +9,8 @@ in turn in the same run (forward and backward, the best of repeated calls), per 
 - token NLL: F.cross_entropy (log_softmax, then a backward that zero-fills a gradient, scatters into it and
   runs log_softmax's backward) against shortrun.model.TokenNLL (one log-softmax kept for a one-pass
   backward; under bfloat16 one softmax in bfloat16 kept, no float32 copies of the [N, V] logits).
+- optimizer step: torch.optim.Adam's default on CPU loops over the parameters with per-tensor kernels;
+  fused=True updates them in one kernel (the same arithmetic). One step per batch for every model kind.
 - scored positions: selecting the non-padding targets with a boolean mask in every chain step against
   indices found once per chain (shortrun.model.ScoredPositions); on CUDA the mask also costs a host
   synchronisation per step.
@@ -41,8 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.train_throughput import SIZES, precision_paths
+from shortrun.config import ModelConfig
 from shortrun.data.vocab import PAD
-from shortrun.model import Dropout, ScoredPositions, TokenNLL
+from shortrun.model import Dropout, Generator, ScoredPositions, TokenNLL
 from shortrun.numerics import NumericPath, cpu_model_name, resolve_device
 from shortrun.params import build_config
 
@@ -106,6 +109,17 @@ def positions_pair(tokens: torch.Tensor, hidden: torch.Tensor, steps: int) -> di
     return {"mask per step": per_step_mask, "indices once": once}
 
 
+def optimizer_pair(model_cfg: ModelConfig, vocab: int) -> dict[str, Callable[[], None]]:
+    """One Adam update of the SRI generator's parameters: a loop of per-tensor kernels against the fused one."""
+    steps = {}
+    for name, options in {"foreach Adam": {"foreach": True}, "fused Adam": {"fused": True}}.items():
+        params = list(Generator(vocab, model_cfg).parameters())
+        for param in params:
+            param.grad = torch.randn_like(param)
+        steps[name] = torch.optim.Adam(params, lr=1e-3, **options).step
+    return steps
+
+
 def lines_for(preset: str, path: NumericPath) -> list[str]:
     vocab, mean_len = SIZES[preset]
     cfg = build_config(preset, {"train": {"device": "cpu", "precision": path.precision}})
@@ -118,6 +132,7 @@ def lines_for(preset: str, path: NumericPath) -> list[str]:
         f"dropout [{batch}x{mean_len + 1}x{cfg.model.hidden_dim}]": dropout_pair(hidden.shape, cfg.model.dropout_out, dtype),
         f"token NLL [{rows}x{vocab}]": nll_pair(rows, vocab, dtype),
         f"scored positions, {steps} steps": positions_pair(tokens, hidden, steps),
+        "optimizer step": optimizer_pair(cfg.model, vocab),
     }
     lines = []
     for part, pair in pairs.items():

@@ -155,7 +155,8 @@ class Trainer:
         self.device = self.numerics.device
         torch.manual_seed(train.seed)
         self.model = build_model(kind, vocab_size, model_cfg).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr)
+        # fused: one kernel for all parameters instead of a loop of per-tensor kernels (bench/step_parts.py)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr, fused=True)
         self.objective = build_objective(kind, langevin, train, self.numerics)
         self.step_learner = self.objective.step_learner if isinstance(self.objective, SRIObjective) else None
         self.langevin = langevin
