@@ -11,6 +11,7 @@ sweep still ends, reporting that trial failed. Every process is stopped by pid.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -131,8 +132,9 @@ def test_a_worker_killed_mid_trial_ends_the_sweep_with_the_trial_reported_failed
     pool.processes.stop(pool.workers[running[0]])
     assert sweep.wait(timeout=300) == 2  # no trial finished
     report = (pool.workspace / ".shortrun" / "sweeps" / "lost" / "sweep.md").read_text()
-    # Crashed by the sweep's own timeout ("no result within 15 s of running") or, in a long suite run, by
-    # Prefect noticing the lost worker first: either way the trial is reported failed, not left pending
-    assert "failed: flow run marked Crashed" in report
+    # Crashed by the sweep's own timeout ("flow run marked Crashed: no result within 15 s of running") or, on a
+    # loaded machine, by the trial's own process as its worker's signal ends it ("flow run Crashed: ..."):
+    # either way the trial is reported failed, not left pending
+    assert re.search(r"\| failed: flow run (marked )?Crashed", report), report
     assert "sweep lost: no trial finished" in pool.processes.tail(sweep)
     assert [r.state_name for r in pool.flow_runs("sweep:lost")] == ["Crashed"]
