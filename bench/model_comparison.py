@@ -102,8 +102,11 @@ def train_variant(name: str, base: PipelineConfig, data: dict[str, Any], args: a
         clock["spent"] += time.perf_counter() - clock["since"]
         est = sentence_nll(trainer.model, data["curve"], cfg, curve_eval)
         nll, error = mean_nll(est)
-        curve.points.append({"seconds": round(clock["spent"], 3), "epoch": int(metrics["epoch"]), "valid_nll": nll,
-                             "valid_nll_se": error})
+        point = {"seconds": round(clock["spent"], 3), "epoch": int(metrics["epoch"]), "valid_nll": nll, "valid_nll_se": error}
+        sizes = [metrics[f"step_size_{k}"] for k in range(cfg.langevin.steps) if f"step_size_{k}" in metrics]
+        if sizes:  # langevin.learn_steps: the chain's learned sizes at the end of the epoch
+            point["step_sizes"] = [round(size, 4) for size in sizes]
+        curve.points.append(point)
         print(f"{name:13s} epoch {int(metrics['epoch'])}: {clock['spent']:7.1f} s trained, "
               f"valid NLL {nll:.3f} ± {error:.3f}", flush=True)
         if nll < curve.best_nll:

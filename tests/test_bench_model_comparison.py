@@ -35,6 +35,17 @@ def test_comparison_writes_curves_table_and_test_numbers(tiny: dict, tmp_path: P
     assert "| sri-chain |" in (out / "comparison.md").read_text() and "| sri-chain |" in capsys.readouterr().out
 
 
+def test_comparison_records_the_learned_step_sizes_per_epoch(tiny: dict, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(dump_params(preset_params("tiny", str(data_root()))))
+    model_comparison.run(["--params", str(params), "--prepared", str(tiny["prepared"]), "--set", "train.epochs=1",
+                          "--set", "langevin.steps=3", "--set", "langevin.learn_steps=true", "--set",
+                          "langevin.learn_steps_every=1", "--set", "evaluate.ais_steps=3", "--variants", "sri-chain",
+                          "--curve-sentences", "4", "--curve-steps", "3", "--test-sentences", "4", "--out", str(tmp_path / "out")])
+    (point,) = json.loads((tmp_path / "out" / "comparison.json").read_text())["variants"]["sri-chain"]["curve"]
+    assert len(point["step_sizes"]) == 3 and all(size > 0 for size in point["step_sizes"])
+
+
 def test_merge_joins_comparisons_measured_alike_and_refuses_others(tmp_path: Path) -> None:
     row = {"curve": [{"seconds": 1.0, "epoch": 1, "valid_nll": 40.0, "valid_nll_se": 0.1}], "best_epoch": 1,
            "valid_nll": 40.0, "test_nll": 41.0, "test_nll_se": 0.1}
