@@ -10,6 +10,8 @@ trains from the same seed on the same batches with the preset's model and budget
     vae            the Gaussian VAE (likelihood of its decoder under the N(0, I) prior, by AIS)
     sri-endpoint   SRI, update on NLL(x | z_K) only (the paper's text)
     sri-chain      SRI, update with every chain step's gradient and dropout in the chain (the authors' code)
+    lm-passes      the LM updated as sri-chain updates a model that ignores z: langevin.steps extra passes of
+                   each batch with fresh dropout masks, batch-summed, before the mean one (RepeatedDropoutLM)
 
 After every epoch the variant's validation likelihood is measured on the first --curve-sentences
 validation sentences (AIS with --curve-steps distributions for latent models), against the wall-clock
@@ -34,14 +36,15 @@ import torch
 from torch import nn
 
 from shortrun.config import EvaluateConfig, PipelineConfig
-from shortrun.data.batching import make_batches
+from shortrun.data.batching import Batch, make_batches
 from shortrun.data.prepared import load_split, load_vocab
 from shortrun.data.vocab import Vocab
 from shortrun.evaluation import ais, bdmc
 from shortrun.evaluation.estimators import Settings
 from shortrun.evaluation.importance import Estimate
 from shortrun.evaluation.samples import loop_share, prior_samples
-from shortrun.model import latent_generator
+from shortrun.model import LanguageModel, latent_generator
+from shortrun.objectives import LMObjective, StepContext, StepOutput
 from shortrun.params import PARAMS_FILE, apply_overrides, build_config, read_params
 from shortrun.paths import PREPARED
 from shortrun.training import Trainer
@@ -51,7 +54,27 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "vae": ("vae", {}),
     "sri-endpoint": ("sri", {"train": {"chain_gradients": "endpoint"}, "langevin": {"chain_dropout": False}}),
     "sri-chain": ("sri", {"train": {"chain_gradients": "chain"}, "langevin": {"chain_dropout": True}}),
+    "lm-passes": ("lm", {}),
 }
+DEFAULT_VARIANTS = ("lm", "vae", "sri-endpoint", "sri-chain")
+
+
+class RepeatedDropoutLM(LMObjective):
+    """The control for sri-chain's gain over the LM: the same update without a latent variable.
+
+    Under the authors' rule a generator whose decoder ignores z is updated by K batch-summed NLL gradients,
+    each with its own dropout masks, plus the batch mean's; this objective gives the LM exactly that, so a
+    gap between sri-chain and lm-passes is what z adds and a gap between lm-passes and lm is what the
+    repeated dropout passes add.
+    """
+
+    def __init__(self, passes: int) -> None:
+        self.passes = passes
+
+    def train_step(self, model: LanguageModel, batch: Batch, ctx: StepContext) -> StepOutput:
+        for _ in range(self.passes):
+            model.sentence_nll(batch.tokens).sum().backward()  # adds into .grad, as the chain's steps do
+        return super().train_step(model, batch, ctx)
 
 
 @dataclass
@@ -96,6 +119,8 @@ def train_variant(name: str, base: PipelineConfig, data: dict[str, Any], args: a
     curve_eval = cfg.evaluate.model_copy(update={"ais_steps": args.curve_steps, "ais_chains": 2})
     trainer = Trainer(curve.kind, data["vocab_size"], cfg.model, cfg.langevin, cfg.train, progress=False,
                       max_len=cfg.data.max_len)
+    if name == "lm-passes":
+        trainer.objective = RepeatedDropoutLM(cfg.langevin.steps)
     clock = {"spent": 0.0, "since": time.perf_counter()}
 
     def on_epoch(metrics: dict[str, float]) -> None:
@@ -200,7 +225,7 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default=PARAMS_FILE)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
     parser.add_argument("--prepared", default=str(PREPARED))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--curve-sentences", type=int, default=50)
     parser.add_argument("--curve-steps", type=int, default=50)
     parser.add_argument("--test-sentences", type=int, default=100)

@@ -5,9 +5,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import model_comparison
 from bench.__main__ import discover
+from shortrun.config import ModelConfig
+from shortrun.data.batching import collate
+from shortrun.model import LanguageModel
+from shortrun.objectives import StepContext
 from shortrun.params import data_root, dump_params, preset_params
 
 
@@ -44,6 +49,18 @@ def test_comparison_records_the_learned_step_sizes_per_epoch(tiny: dict, tmp_pat
                           "--curve-sentences", "4", "--curve-steps", "3", "--test-sentences", "4", "--out", str(tmp_path / "out")])
     (point,) = json.loads((tmp_path / "out" / "comparison.json").read_text())["variants"]["sri-chain"]["curve"]
     assert len(point["step_sizes"]) == 3 and all(size > 0 for size in point["step_sizes"])
+
+
+def test_repeated_dropout_lm_adds_the_batch_summed_passes_to_the_mean_update() -> None:
+    torch.manual_seed(0)
+    batch = collate([[4, 5, 6], [7, 8], [9, 10, 11, 12]])
+    model = LanguageModel(13, ModelConfig(latent_dim=2, emb_dim=6, hidden_dim=8, encoder_hidden_dim=8,
+                                          dropout_emb=0.0, dropout_out=0.0))
+    (mean_grad,) = torch.autograd.grad(model.sentence_nll(batch.tokens).mean(), model.out.weight)
+    out = model_comparison.RepeatedDropoutLM(passes=3).train_step(model, batch, StepContext(0.0, 0))
+    out.loss.backward()
+    # without dropout every pass is the same: 3 batch sums (3 x 3 sentences) and the mean, 10 mean gradients
+    assert torch.allclose(model.out.weight.grad, 10 * mean_grad, atol=1e-6)
 
 
 def test_merge_joins_comparisons_measured_alike_and_refuses_others(tmp_path: Path) -> None:
