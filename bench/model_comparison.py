@@ -220,6 +220,28 @@ def merge(folders: list[str], out: Path) -> None:
     write_outputs({name: row for part in parts for name, row in part["variants"].items()}, headers.pop(), out)
 
 
+def plot_stored(specs: list[str], out: Path) -> None:
+    """One plot of validation curves kept in comparison.json files, each spec `FILE[:VARIANT]=LABEL`
+    (the variant may be left out where the file holds one): runs made apart, seen side by side."""
+    rows = {}
+    for spec in specs:
+        source, sep, label = spec.partition("=")
+        path, _, variant = source.partition(":")
+        if not sep or not label:
+            raise SystemExit(f"--curves {spec!r}: expected FILE[:VARIANT]=LABEL")
+        if not Path(path).is_file():
+            raise SystemExit(f"--curves {spec!r}: no file {path}")
+        variants = json.loads(Path(path).read_text())["variants"]
+        if not variant and len(variants) != 1:
+            raise SystemExit(f"--curves {spec!r}: {path} holds {sorted(variants)}; name one as {path}:VARIANT")
+        if variant and variant not in variants:
+            raise SystemExit(f"--curves {spec!r}: {path} holds {sorted(variants)}, not {variant!r}")
+        rows[label] = variants[variant] if variant else next(iter(variants.values()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_curves(rows, out)
+    print(f"{len(rows)} curves plotted into {out}")
+
+
 def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", default=PARAMS_FILE)
@@ -233,10 +255,14 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--prior-samples", type=int, default=0, metavar="N",
                         help="decode N prior draws of each chosen latent model; report the share of loops")
     parser.add_argument("--merge", nargs="+", metavar="DIR", help="only merge the comparisons in these folders")
+    parser.add_argument("--curves", nargs="+", metavar="FILE[:VARIANT]=LABEL",
+                        help="only plot these stored validation curves into --out, a .png path")
     parser.add_argument("--out", default="reports/comparison")
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, Path(args.out))
+    if args.curves:
+        return plot_stored(args.curves, Path(args.out))
     raw = apply_overrides(read_params(args.params), args.overrides)
     base = build_config(raw["preset"], {k: v for k, v in raw.items() if k != "preset"})
     base = base.model_copy(update={"train": base.train.model_copy(update={"device": "cpu"})})

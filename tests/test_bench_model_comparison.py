@@ -76,6 +76,24 @@ def test_merge_joins_comparisons_measured_alike_and_refuses_others(tmp_path: Pat
         model_comparison.run(["--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")])
 
 
+def test_curves_plots_stored_runs_under_their_labels_and_refuses_ambiguous_files(tmp_path: Path, capsys) -> None:
+    row = {"curve": [{"seconds": 1.0, "epoch": 1, "valid_nll": 40.0, "valid_nll_se": 0.1}]}
+    (tmp_path / "one.json").write_text(json.dumps({"header": "h", "variants": {"sri-chain": row}}))
+    (tmp_path / "two.json").write_text(json.dumps({"header": "h", "variants": {"sri-chain": row, "vae": row}}))
+    out = tmp_path / "plots" / "k.png"
+    model_comparison.run(["--curves", f"{tmp_path / 'one.json'}=fixed K = 5", f"{tmp_path / 'two.json'}:vae=VAE",
+                          "--out", str(out)])
+    assert out.is_file() and out.stat().st_size > 0
+    assert "2 curves plotted" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="name one as"):
+        model_comparison.run(["--curves", f"{tmp_path / 'two.json'}=both", "--out", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="not 'lm'"):
+        model_comparison.run(["--curves", f"{tmp_path / 'two.json'}:lm=LM", "--out", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="FILE\\[:VARIANT\\]=LABEL"):
+        model_comparison.run(["--curves", str(tmp_path / "one.json"), "--out", str(tmp_path / "x.png")])
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_make_bench_leaves_out_the_runs_that_train_for_a_whole_budget() -> None:
     quick = discover()
     assert {"train_throughput", "step_parts", "evaluate_speed"} <= set(quick)
