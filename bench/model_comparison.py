@@ -30,7 +30,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -44,19 +44,10 @@ from shortrun.evaluation.estimators import Settings
 from shortrun.evaluation.importance import Estimate
 from shortrun.evaluation.samples import loop_share, prior_samples
 from shortrun.model import LanguageModel, latent_generator
-from shortrun.objectives import LMObjective, StepContext, StepOutput
+from shortrun.objectives import LMObjective, Objective, StepContext, StepOutput
 from shortrun.params import PARAMS_FILE, apply_overrides, build_config, read_params
 from shortrun.paths import PREPARED
 from shortrun.training import Trainer
-
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "lm": ("lm", {}),
-    "vae": ("vae", {}),
-    "sri-endpoint": ("sri", {"train": {"chain_gradients": "endpoint"}, "langevin": {"chain_dropout": False}}),
-    "sri-chain": ("sri", {"train": {"chain_gradients": "chain"}, "langevin": {"chain_dropout": True}}),
-    "lm-passes": ("lm", {}),
-}
-DEFAULT_VARIANTS = ("lm", "vae", "sri-endpoint", "sri-chain")
 
 
 class RepeatedDropoutLM(LMObjective):
@@ -77,6 +68,25 @@ class RepeatedDropoutLM(LMObjective):
         return super().train_step(model, batch, ctx)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A model kind, the config changes that make the variant, and the objective where the kind's own is not it."""
+
+    kind: str
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    objective: Callable[[PipelineConfig], Objective] | None = None
+
+
+VARIANTS: dict[str, Variant] = {
+    "lm": Variant("lm"),
+    "vae": Variant("vae"),
+    "sri-endpoint": Variant("sri", {"train": {"chain_gradients": "endpoint"}, "langevin": {"chain_dropout": False}}),
+    "sri-chain": Variant("sri", {"train": {"chain_gradients": "chain"}, "langevin": {"chain_dropout": True}}),
+    "lm-passes": Variant("lm", objective=lambda cfg: RepeatedDropoutLM(cfg.langevin.steps)),
+}
+DEFAULT_VARIANTS = ("lm", "vae", "sri-endpoint", "sri-chain")
+
+
 @dataclass
 class Curve:
     """One variant's training: (seconds, epoch, validation NLL) points and its best epoch's model."""
@@ -93,8 +103,8 @@ class Curve:
 
 def variant_config(base: PipelineConfig, name: str) -> PipelineConfig:
     """The base config with the variant's own settings."""
-    _, changes = VARIANTS[name]
-    updates = {section: getattr(base, section).model_copy(update=values) for section, values in changes.items()}
+    updates = {section: getattr(base, section).model_copy(update=values)
+               for section, values in VARIANTS[name].changes.items()}
     return base.model_copy(update=updates)
 
 
@@ -115,12 +125,13 @@ def sentence_nll(model: nn.Module, sentences: Any, cfg: PipelineConfig, evaluate
 def train_variant(name: str, base: PipelineConfig, data: dict[str, Any], args: argparse.Namespace) -> Curve:
     """Train one variant, measuring the validation likelihood after each epoch (not counted as training time)."""
     cfg = variant_config(base, name)
-    curve = Curve(name=name, kind=VARIANTS[name][0], cfg=cfg)
+    variant = VARIANTS[name]
+    curve = Curve(name=name, kind=variant.kind, cfg=cfg)
     curve_eval = cfg.evaluate.model_copy(update={"ais_steps": args.curve_steps, "ais_chains": 2})
     trainer = Trainer(curve.kind, data["vocab_size"], cfg.model, cfg.langevin, cfg.train, progress=False,
                       max_len=cfg.data.max_len)
-    if name == "lm-passes":
-        trainer.objective = RepeatedDropoutLM(cfg.langevin.steps)
+    if variant.objective is not None:
+        trainer.objective = variant.objective(cfg)
     clock = {"spent": 0.0, "since": time.perf_counter()}
 
     def on_epoch(metrics: dict[str, float]) -> None:
@@ -234,9 +245,10 @@ def plot_stored(specs: list[str], out: Path) -> None:
         variants = json.loads(Path(path).read_text())["variants"]
         if not variant and len(variants) != 1:
             raise SystemExit(f"--curves {spec!r}: {path} holds {sorted(variants)}; name one as {path}:VARIANT")
-        if variant and variant not in variants:
+        variant = variant or next(iter(variants))
+        if variant not in variants:
             raise SystemExit(f"--curves {spec!r}: {path} holds {sorted(variants)}, not {variant!r}")
-        rows[label] = variants[variant] if variant else next(iter(variants.values()))
+        rows[label] = variants[variant]
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_curves(rows, out)
     print(f"{len(rows)} curves plotted into {out}")

@@ -33,7 +33,7 @@ gradients (the layer run on detached parameters, each pass's logits gradient kep
 gradients alone cost about 43 ms per yelp step, and the step ran x0.85 of the plain one (one thread, in turn).
 Adding the bfloat16 weight gradient straight into the float32 .grad (a mixed-dtype add_, no cast) would save
 nothing either: at the yelp output layer's shape it took 1.44 ms against 1.45 ms for cast then add (one
-thread, best of 20, same run).
+thread, best of 20, same run; a one-off script, not kept).
 """
 from __future__ import annotations
 

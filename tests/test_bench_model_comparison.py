@@ -21,16 +21,18 @@ def test_comparison_writes_curves_table_and_test_numbers(tiny: dict, tmp_path: P
     params.write_text(dump_params(preset_params("tiny", str(data_root()))))
     out = tmp_path / "out"
     model_comparison.run(["--params", str(params), "--prepared", str(tiny["prepared"]), "--set", "train.epochs=2",
-                           "--set", "evaluate.ais_steps=4", "--variants", "lm", "sri-chain",
+                           "--set", "evaluate.ais_steps=4", "--variants", "lm", "sri-chain", "lm-passes",
                            "--curve-sentences", "6", "--curve-steps", "3", "--test-sentences", "6", "--bdmc", "--prior-samples", "5", "--out", str(out)])
     result = json.loads((out / "comparison.json").read_text())["variants"]
-    assert set(result) == {"lm", "sri-chain"}
+    assert set(result) == {"lm", "sri-chain", "lm-passes"}
+    # same seed and batches: only lm-passes' own objective (the extra dropout passes) can move its curve off lm's
+    assert [p["valid_nll"] for p in result["lm-passes"]["curve"]] != [p["valid_nll"] for p in result["lm"]["curve"]]
     for row in result.values():
         assert [p["epoch"] for p in row["curve"]] == [1, 2]
         assert row["curve"][0]["seconds"] < row["curve"][1]["seconds"]
         assert row["best_epoch"] in (1, 2) and 0 < row["valid_nll"] and 0 < row["test_nll"]
     assert result["lm"]["test_nll_se"] == 0.0 and result["sri-chain"]["test_nll_se"] > 0.0
-    assert "bdmc" not in result["lm"]  # exact: nothing to check
+    assert "bdmc" not in result["lm"] and "bdmc" not in result["lm-passes"]  # exact: nothing to check
     check = result["sri-chain"]["bdmc"]
     assert check["sentences"] > 0 and check["reverse_nll"] <= check["forward_nll"] + 4 * check["gap_se"]
     prior = result["sri-chain"]["prior"]
