@@ -35,11 +35,12 @@ Adding the bfloat16 weight gradient straight into the float32 .grad (a mixed-dty
 nothing either: at the yelp output layer's shape it took 1.44 ms against 1.45 ms for cast then add (one
 thread, best of 20, same run; a one-off script, not kept).
 Two more, each a whole bfloat16 yelp SRI step against the current one, trainers taken in turn on the same
-batches (best of 12 steps each, 2 threads of an Intel Xeon with AMX; one-off scripts, not kept): running the chain on bfloat16 copies of
-the decoder's weights, so that the K chain gradients sum in bfloat16 and reach the float32 .grad in one cast
-per training step, ran x0.84, x0.96 and x0.99 in three runs (not kept: a saving of the size of the machine's
-noise, bought with gradients summed at 8 bits of mantissa); the output layer as a product then a bias add
-instead of nn.Linear's addmm (alone about 1.5x faster at the yelp shape) ran x1.01 twice.
+batches (best of 12 steps each, 2 threads of an Intel Xeon with AMX; one-off scripts, not kept): running the
+chain on bfloat16 copies of the decoder's weights, so that the K chain gradients sum in bfloat16 and reach the
+float32 .grad in one cast per training step, ran x0.84, x0.96 and x0.99 in three runs (not kept: a saving of
+the size of the machine's noise, bought with gradients summed at 8 bits of mantissa); the output layer as a
+product then a bias add instead of nn.Linear's addmm (alone about 1.5x faster at the yelp shape) ran x1.01
+twice.
 """
 from __future__ import annotations
 
