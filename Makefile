@@ -16,8 +16,12 @@ setup: $(BIN)/shortrun
 run: setup
 	$(BIN)/shortrun run
 
+# Two test processes (pytest-xdist), one test file each at a time: a file's server fixtures start once, and the
+# end-to-end tests, which mostly wait on subprocesses, overlap. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(BIN)/python -m bench

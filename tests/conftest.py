@@ -1,6 +1,9 @@
-"""Shared test setup: one torch thread per test process keeps tiny models fast on 2-core machines."""
+"""Shared test setup: one torch thread per test process keeps tiny models fast on 2-core machines, and each
+test process (pytest-xdist runs two) keeps Prefect's home, where a temporary server puts its database, to itself."""
 import contextlib
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
@@ -17,6 +20,13 @@ from shortrun.params import build_config, data_root
 from shortrun.paths import PREPARED
 
 torch.set_num_threads(1)
+# Before any Prefect import reads it: not the user's ~/.prefect, and not the other test process's.
+PREFECT_HOME = Path(tempfile.mkdtemp(prefix="shortrun-tests-prefect-"))
+os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(PREFECT_HOME, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
