@@ -17,11 +17,12 @@ run: setup
 	$(BIN)/shortrun run
 
 # Two test processes (pytest-xdist), one test file each at a time: a file's server fixtures start once, and the
-# end-to-end tests, which mostly wait on subprocesses, overlap. TEST_WORKERS=0 runs the suite in one process.
+# end-to-end tests, which mostly wait on subprocesses, overlap. Files are handed out in collection order
+# (tests/conftest.py puts the end-to-end ones first). TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 
 test: setup
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	$(BIN)/python -m bench

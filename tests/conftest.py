@@ -90,3 +90,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     prepared = folder / PREPARED
     return {"cfg": cfg, "vocab": load_vocab(prepared), "train": load_split("train", prepared),
             "valid": load_split("valid", prepared), "prepared": prepared}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with end-to-end (slow) tests first, each file's tests in their own order: with two test processes
+    the long files then start early and the short ones fill in around them, instead of one long file running
+    alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
