@@ -39,8 +39,8 @@ batches (best of 12 steps each, 2 threads of an Intel Xeon with AMX; one-off scr
 chain on bfloat16 copies of the decoder's weights, so that the K chain gradients sum in bfloat16 and reach the
 float32 .grad in one cast per training step, ran x0.84, x0.96 and x0.99 in three runs (not kept: a saving of
 the size of the machine's noise, bought with gradients summed at 8 bits of mantissa); the output layer as a
-product then a bias add instead of nn.Linear's addmm (alone about 1.5x faster at the yelp shape) ran x1.01
-twice.
+product then a bias add instead of nn.Linear's addmm (alone, at the yelp shape, 1.74 times as fast in one run of a
+microbenchmark, 0.92 times in the next) ran x1.01 twice.
 """
 from __future__ import annotations
 
