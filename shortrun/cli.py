@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shortrun.errors import ERROR_PREFIX, ShortrunError
+from shortrun.ops.stop_signals import StopSignals
 from shortrun.ops.tracking_probe import require_reachable_tracking_server
 from shortrun.paths import STAGES
 
@@ -333,16 +333,10 @@ def _unexpected(err: Exception, args: argparse.Namespace, log_file: Path | None)
     return f"{type(err).__name__}: {first} (traceback in {log_file})"
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM (the flow's time limit, `kill`) stops a stage as Ctrl-C does, so its `finally` blocks run:
-    temporary output folders are removed and training saves a checkpoint, instead of dying mid-write."""
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stage":
-        signal.signal(signal.SIGTERM, _interrupt)
+        StopSignals().install()  # SIGTERM and Ctrl-C stop a stage as KeyboardInterrupt, never mid tracking write
     verbose = getattr(args, "verbose", False) or os.environ.get(VERBOSE_ENV) == "1"
     if verbose:
         os.environ[VERBOSE_ENV] = "1"  # the stages DVC starts for `shortrun run --verbose` show theirs too
