@@ -1,4 +1,5 @@
-"""A stop signal that arrives inside an MLflow write stops the stage after the write, not inside it.
+"""A stop signal that arrives inside an MLflow write stops the stage after the write, not inside it, and the
+stage's run ends KILLED.
 
 The signal is sent from the SQLite driver call of a metrics insert, just after the insert ran and before its
 commit: the moment that once left the write lock held, so that ending the MLflow run failed with "database is
@@ -17,6 +18,8 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
 from shortrun.ops.stop_signals import HOLD_LIMIT_S, STOP_SIGNALS, StopSignals
+from shortrun.ops.tracking import stage_run
+from shortrun.params import build_config
 
 METRICS = {"valid_nll": 1.5, "valid_ppl": 4.5}  # two or more: one insert of several rows, as an epoch logs them
 
@@ -54,13 +57,13 @@ def test_a_stop_signal_inside_a_metrics_write_interrupts_after_it(stage_workspac
                                                                    signal_after_metrics_insert, signum):
     signal_after_metrics_insert.append(signum)
     with pytest.raises(KeyboardInterrupt):
-        with mlflow.start_run() as run:
+        with stage_run("train-sri", build_config("tiny")) as run:
             mlflow.log_metrics(METRICS, step=1)
             assert not signal_after_metrics_insert  # the signal was sent inside the write ...
             time.sleep(HOLD_LIMIT_S)  # ... and arrives here, once the write has returned
     ended = MlflowClient().get_run(run.info.run_id)
     assert ended.data.metrics == METRICS
-    assert ended.info.status == "FAILED" and ended.info.end_time is not None
+    assert ended.info.status == "KILLED" and ended.info.end_time is not None  # stopped, not failed
     assert stop_signals.held_since is None
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import mlflow
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from shortrun.config import PipelineConfig
@@ -94,7 +95,8 @@ def stage_run(stage: str, cfg: PipelineConfig, section_names: tuple[str, ...] = 
     """An MLflow run for one stage, nested under the pipeline run when the flow started one.
 
     Logs the preset, the git commit and the named config sections as params. An unreachable tracking
-    server fails here within seconds, in one line, before the stage does any work.
+    server fails here within seconds, in one line, before the stage does any work. A stage stopped by a
+    signal or Ctrl-C (KeyboardInterrupt) ends its run KILLED; any other error ends it FAILED.
     """
     connect()
     parent = os.environ.get(PARENT_RUN_ENV)
@@ -105,7 +107,11 @@ def stage_run(stage: str, cfg: PipelineConfig, section_names: tuple[str, ...] = 
         dumped = cfg.model_dump()
         params = flatten({name: dumped[name] for name in section_names})
         mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
-        yield run
+        try:
+            yield run
+        except KeyboardInterrupt:
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
 
 
 def log_json_metrics(path: Path, prefix: str = "") -> None:
