@@ -44,10 +44,9 @@ class StopSignals:
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         if signum == signal.SIGALRM and self.held_since is None:
             return  # not ours: nothing is held back
-        now = time.monotonic()
-        held_since = now if self.held_since is None else self.held_since
-        if in_tracking_call(frame) and now - held_since < HOLD_LIMIT_S:
-            self.held_since = held_since
+        if self.held_since is None:
+            self.held_since = time.monotonic()
+        if in_tracking_call(frame) and time.monotonic() - self.held_since < HOLD_LIMIT_S:
             signal.setitimer(signal.ITIMER_REAL, RETRY_S)
             return
         self.held_since = None
