@@ -5,6 +5,7 @@ AMX tiles (`amx_bf16`), where a bfloat16 matrix product runs about four times th
 (e.g. an AMD EPYC without such units) bfloat16 products are emulated and far slower than float32, so
 `auto` picks float32 there. bfloat16 is autocast only: weights, optimizer state, gradients' accumulation
 and every reported likelihood stay float32 (see shortrun.model.TokenNLL and shortrun.evaluation).
+Work resolved to the CPU also keeps the memory it frees for reuse (shortrun.allocator).
 """
 from __future__ import annotations
 
@@ -15,18 +16,24 @@ from pathlib import Path
 
 import torch
 
+from shortrun.allocator import keep_freed_memory
 from shortrun.errors import ConfigError
 
 CPUINFO = Path("/proc/cpuinfo")
 
 
 def resolve_device(name: str) -> torch.device:
-    """A device setting (auto, cpu, cuda): auto picks CUDA when present, else CPU."""
+    """A device setting (auto, cpu, cuda): auto picks CUDA when present, else CPU.
+
+    On the CPU, freed memory is kept in the process from here on (shortrun.allocator): every stage, the
+    trainer and the served model resolve their device before their first large array.
+    """
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device: 'cuda' requested but no CUDA device is available; use auto or cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cpu":
+        keep_freed_memory()
+    return device
 
 
 def _cpuinfo_lines() -> list[str]:
