@@ -24,7 +24,7 @@ from shortrun.allocator import OPT_OUT_ENV, keep_freed_memory
 from shortrun.numerics import cpu_model_name, resolve_device
 from shortrun.params import build_config
 
-ROUNDS = 2
+ROUNDS = 3
 STEPS = 3
 
 

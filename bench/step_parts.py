@@ -41,6 +41,17 @@ float32 .grad in one cast per training step, ran x0.84, x0.96 and x0.99 in three
 the size of the machine's noise, bought with gradients summed at 8 bits of mantissa); the output layer as a
 product then a bias add instead of nn.Linear's addmm (alone, at the yelp shape, 1.74 times as fast in one run of a
 microbenchmark, 0.92 times in the next) ran x1.01 twice.
+Three more on the output layer and its token NLL alone, forward and backward at ptb's shape (705 x 256 x 10002)
+in bfloat16, against nn.Linear plus TokenNLL in the same run (one-off scripts, not kept): the layer and the NLL
+fused and chunked over the vocabulary, so that no [tokens x vocabulary] array ever leaves the cache (a
+log-sum-exp forward, a backward that recomputes each chunk's logits), ran x0.57 to x0.77 with chunks of 256
+to 2048 words: on this machine those arrays live in a 300 MiB L3, and the extra product costs more than the
+memory traffic saved. torch.compile of nn.Linear plus F.cross_entropy (Inductor's fused C++ kernels, 31 s to
+compile) ran x0.93 to x0.97 with the weight gradients and x0.75 to x0.85 without. Arrays of 2 MiB and more on
+transparent huge pages (THP_MEM_ALLOC_ENABLE=1): the whole bfloat16 SRI step ran x0.80 (yelp) and x0.94 (ptb),
+the best step of 3 children each, taken in turn with children without it.
+Kept instead: freed memory stays in the process (shortrun.allocator, measured by bench/allocator.py), which
+takes the step's page faults from tens of thousands to a few thousand.
 """
 from __future__ import annotations
 
