@@ -49,7 +49,11 @@ to 2048 words: on this machine those arrays live in a 300 MiB L3, and the extra 
 memory traffic saved. torch.compile of nn.Linear plus F.cross_entropy (Inductor's fused C++ kernels, 31 s to
 compile) ran x0.93 to x0.97 with the weight gradients and x0.75 to x0.85 without. Arrays of 2 MiB and more on
 transparent huge pages (THP_MEM_ALLOC_ENABLE=1): the whole bfloat16 SRI step ran x0.80 (yelp) and x0.94 (ptb),
-the best step of 3 children each, taken in turn with children without it.
+the best step of 3 children each, taken in turn with children without it. Short spinning at OpenMP's barriers
+instead of shortrun's passive wait (GOMP_SPINCOUNT, the yelp bfloat16 step in child processes taken in turn, best
+of 3 to 5): on an idle machine 1,000 to 300,000 spins ran x1.07 to x1.70 (x1.57 and x1.70 for 20,000 in two runs,
+x1.11 in a third), but with one busy process beside it 20,000 spins ran x0.56 and 300,000 x0.60 while the passive
+wait lost nothing (325 ms against 302 idle): not kept, since the machines these steps run on are shared.
 Kept instead: freed memory stays in the process (shortrun.allocator, measured by bench/allocator.py), which
 takes the step's page faults from tens of thousands to a few thousand.
 """
