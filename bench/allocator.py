@@ -58,7 +58,9 @@ def measure_in_child(preset: str, precision: str, steps: int, keep: bool) -> Ste
     """measure_steps in a fresh Python process, with freed memory kept or glibc's defaults."""
     env = {**os.environ, OPT_OUT_ENV: "1" if keep else "0"}
     command = [sys.executable, "-m", "bench.allocator", "--child", preset, precision, str(steps)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
     return StepCost(**json.loads(done.stdout.splitlines()[-1]))
 
 

@@ -25,8 +25,8 @@ CPUINFO = Path("/proc/cpuinfo")
 def resolve_device(name: str) -> torch.device:
     """A device setting (auto, cpu, cuda): auto picks CUDA when present, else CPU.
 
-    On the CPU, freed memory is kept in the process from here on (shortrun.allocator): every stage, the
-    trainer and the served model resolve their device before their first large array.
+    On the CPU, freed memory is kept in the process from here on (shortrun.allocator): the trainer, the
+    export and evaluation stages and the served model all resolve their device before they compute.
     """
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device: 'cuda' requested but no CUDA device is available; use auto or cpu")
