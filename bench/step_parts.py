@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.train_throughput import SIZES, precision_paths
+from bench.train_throughput import SIZES, sizes_and_paths
 from shortrun.config import ModelConfig
 from shortrun.data.vocab import PAD
 from shortrun.model import Dropout, Generator, ScoredPositions, TokenNLL
@@ -171,7 +171,6 @@ def main() -> None:
     device = resolve_device("cpu")
     print(f"SRI step parts, before -> after ({cpu_model_name()}, {torch.get_num_threads()} threads; forward + backward, "
           f"best of {REPEATS}, pairs in turn)", flush=True)
-    for preset in SIZES:
-        for precision in precision_paths(device):
-            for line in lines_for(preset, NumericPath(device, precision)):
-                print(line, flush=True)
+    for preset, precision in sizes_and_paths(device):
+        for line in lines_for(preset, NumericPath(device, precision)):
+            print(line, flush=True)

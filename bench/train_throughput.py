@@ -182,6 +182,11 @@ def precision_paths(device: torch.device) -> list[str]:
     return ["float32", "bfloat16"] if bfloat16_is_fast(device) else ["float32"]
 
 
+def sizes_and_paths(device: torch.device) -> list[tuple[str, str]]:
+    """Every (preset size, precision path) pair that the per-part benchmarks time on `device`."""
+    return [(preset, path) for preset in SIZES for path in precision_paths(device)]
+
+
 def bench_preset(preset: str, device: torch.device) -> list[str]:
     """Per precision path: one row per model kind, then the SRI step's rate against the same-precision matmul;
     last, the speed-up of the automatic choice over float32 for each kind.
