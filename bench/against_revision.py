@@ -5,8 +5,9 @@ when the issue was filed (BASELINE). Figures taken on different days differ by u
 machines, so the baseline runs here, in the same run: its tree is extracted with `git archive` into a
 temporary folder (removed after), and child processes time the SRI step with each tree's own code, with this
 tree's installed dependencies. Three cases, taken in turn for ROUNDS rounds so that they see the same load:
-the revision in float32, this tree in float32, and this tree with train.precision auto. Each child builds a
-trainer at a preset's size (bench.train_throughput's random batches, the same in every tree: checked), takes
+the revision in float32, this tree in float32, and this tree with train.precision auto. Every tree trains
+with this tree's preset rule (the rule's settings are passed to each, since a preset's rule may have changed
+since the revision), so all do the same work. Each child builds a trainer at a preset's size (bench.train_throughput's random batches, the same in every tree: checked), takes
 one warm-up step, then STEPS timed steps; a case's figure is its best step over all its children.
 
     python -m bench against_revision                    # this tree against BASELINE
@@ -28,6 +29,7 @@ import torch
 
 from bench.train_throughput import SIZES
 from shortrun.numerics import cpu_model_name
+from shortrun.params import build_config
 
 BASELINE = "62192b3"  # the last commit before the precision work of issue 16
 ROUNDS = 3
@@ -75,8 +77,15 @@ def extract(rev: str, dest: Path) -> Path:
     return dest
 
 
+def training_rule(preset: str) -> dict:
+    """This tree's training rule for the preset, as params sections that any revision since BASELINE reads."""
+    cfg = build_config(preset)
+    return {"train": {"chain_gradients": cfg.train.chain_gradients}, "langevin": {"chain_dropout": cfg.langevin.chain_dropout}}
+
+
 def run_child(case: Case, preset: str, steps: int) -> Timed:
-    command = [sys.executable, str(CHILD), str(case.tree), preset, case.precision, str(steps)]
+    command = [sys.executable, str(CHILD), str(case.tree), preset, case.precision, str(steps),
+               json.dumps(training_rule(preset))]
     done = subprocess.run(command, cwd=case.tree, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{case.name}: {' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
@@ -89,10 +98,10 @@ def compare(cases: list[Case], preset: str, rounds: int = ROUNDS, steps: int = S
     for _ in range(rounds):
         for case in cases:
             runs[case].append(run_child(case, preset, steps))
-    digests = {timed.batches for timed_runs in runs.values() for timed in timed_runs}
-    if len(digests) != 1:
-        raise SystemExit(f"{preset}: the trees drew different batches ({', '.join(sorted(digests))}): their "
-                         "timings would not compare")
+    work = {(timed.rule, timed.batches) for timed_runs in runs.values() for timed in timed_runs}
+    if len(work) != 1:
+        raise SystemExit(f"{preset}: the trees ran different rules or drew different batches ({sorted(work)}): "
+                         "their timings would not compare")
     return {case: max(timed_runs, key=Timed.best_rate) for case, timed_runs in runs.items()}
 
 

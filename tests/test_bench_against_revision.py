@@ -18,22 +18,24 @@ def test_head_against_this_tree_runs_each_trees_own_code_on_the_same_batches(tmp
     cases = against_revision.cases_for("HEAD", head)
     best = against_revision.compare(cases, "yelp", rounds=1, steps=1)
     assert list(best) == cases
-    assert {timed.rule for timed in best.values()} == {"chain"}  # the yelp preset trains with the authors' rule
+    assert {timed.rule for timed in best.values()} == {"chain+dropout"}  # the yelp preset's rule: the authors'
     assert all(len(timed.steps) == 1 and timed.best_rate() > 0 for timed in best.values())
     auto = "bfloat16" if bfloat16_is_fast(torch.device("cpu")) else "float32"
     assert [timed.precision for timed in best.values()] == ["float32", "float32", auto]
     line = against_revision.report("yelp", best)
-    assert line.startswith("yelp  SRI (chain rule): HEAD float32 ") and "x1.00 |" in line
+    assert line.startswith("yelp  SRI (chain+dropout rule): HEAD float32 ") and "x1.00 |" in line
     assert f"this tree auto{'=' + auto} " in line
 
 
-def test_trees_that_draw_different_batches_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("differs", ["rule", "batches"])
+def test_trees_that_did_different_work_are_refused(differs: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def child(case: Case, preset: str, steps: int) -> Timed:
-        return Timed(rule="chain", precision="float32", batches=case.name, steps=[(100, 0.1)])
+        made = {"rule": "chain", "batches": "same", differs: case.name}
+        return Timed(precision="float32", steps=[(100, 0.1)], **made)
 
     monkeypatch.setattr(against_revision, "run_child", child)
     cases = [Case("old", tmp_path, "float32"), Case("new", tmp_path, "float32")]
-    with pytest.raises(SystemExit, match="drew different batches"):
+    with pytest.raises(SystemExit, match="ran different rules or drew different batches"):
         against_revision.compare(cases, "yelp", rounds=1, steps=1)
 
 
