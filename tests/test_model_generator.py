@@ -137,3 +137,28 @@ def test_token_nll_matches_cross_entropy_to_second_order() -> None:
     assert torch.allclose(TokenNLL.apply(logits, targets), expected)
     assert torch.autograd.gradcheck(lambda x: TokenNLL.apply(x, targets), (logits,))
     assert torch.autograd.gradgradcheck(lambda x: TokenNLL.apply(x, targets), (logits,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("weights", ["ones", "per row"])
+def test_token_nll_gradient_scales_by_the_incoming_gradient_whether_or_not_it_is_all_ones(dtype, weights) -> None:
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(5, 11, dtype=torch.float64)).to(dtype)
+    targets = torch.tensor([0, 3, 10, 3, 1])
+    scale = torch.ones(5, dtype=torch.float64) if weights == "ones" else torch.tensor([0.5, 2.0, 1.0, -1.0, 3.0], dtype=torch.float64)
+    exact_logits = logits.double().requires_grad_(True)
+    (expected,) = torch.autograd.grad((torch.nn.functional.cross_entropy(exact_logits, targets, reduction="none") * scale).sum(), exact_logits)
+    ours = logits.clone().requires_grad_(True)
+    (got,) = torch.autograd.grad((TokenNLL.apply(ours, targets) * scale).sum(), ours)
+    assert got.dtype == dtype
+    assert torch.allclose(got.double(), expected, atol=1e-12 if dtype == torch.float64 else 0.02)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_retained_token_nll_gives_the_same_gradient_twice(dtype) -> None:
+    """Its backward must leave the kept arrays as they were: gradcheck and per-row Jacobians backpropagate twice."""
+    logits = torch.randn(4, 7).to(dtype).requires_grad_(True)
+    nll = TokenNLL.apply(logits, torch.tensor([1, 2, 3, 4])).sum()
+    (first,) = torch.autograd.grad(nll, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(nll, logits)
+    assert torch.equal(first, second)
