@@ -56,6 +56,19 @@ x1.11 in a third), but with one busy process beside it 20,000 spins ran x0.56 an
 wait lost nothing (325 ms against 302 idle): not kept, since the machines these steps run on are shared.
 Kept instead: freed memory stays in the process (shortrun.allocator, measured by bench/allocator.py), which
 takes the step's page faults from tens of thousands to a few thousand.
+Three more in a later session (one-off scripts, not kept). The chain passes' output-layer gradients deferred
+once more, now without any concatenation: the passes ran the layer on its parameters cast once and detached,
+TokenNLL wrote each pass's logits gradient into one preallocated [K, N, V] array, and after the chain one
+[V, KN] x [KN, H] product (and a product with a ones vector for the bias) added them to .grad. Alternate steps
+of one trainer with and without it, in one process: yelp bfloat16 x0.88 (median of 16 pairs), yelp float32 x0.97,
+ptb bfloat16 x0.91. At yelp's size the one wide product took 26 ms against 22 ms for its K thin ones (its [KN, V]
+operand is read transposed), and summing that array's rows into float32 took 47 ms (3 ms as a product with a ones
+vector). TokenNLL's backward written into its kept array in place (and the scaling skipped where the incoming
+gradient is all ones): the NLL's forward and backward at yelp's size ran x1.24 in bfloat16 and x1.51 in float32,
+but a retained graph's second backward (gradcheck, per-row Jacobians) then fails; a test now guards that.
+Spinning at OpenMP's barriers for fewer rounds than before (GOMP_SPINCOUNT 1,000 / 3,000 / 10,000, yelp bfloat16
+step in child processes, best of 3 each): idle x1.09 / x0.93 / x1.09, beside one busy process x0.78 / x0.62 /
+x0.36. The passive wait stays.
 """
 from __future__ import annotations
 
