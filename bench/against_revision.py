@@ -6,9 +6,10 @@ machines, so the baseline runs here, in the same run: its tree is extracted with
 temporary folder (removed after), and child processes time the SRI step with each tree's own code, with this
 tree's installed dependencies. Three cases, taken in turn for ROUNDS rounds so that they see the same load:
 the revision in float32, this tree in float32, and this tree with train.precision auto. Every tree trains
-with this tree's preset rule (the rule's settings are passed to each, since a preset's rule may have changed
-since the revision), so all do the same work. Each child builds a trainer at a preset's size (bench.train_throughput's random batches, the same in every tree: checked), takes
-one warm-up step, then STEPS timed steps; a case's figure is its best step over all its children.
+with this tree's preset rule (its settings are passed to each, since a preset's rule may have changed since
+the revision), so all do the same work. Each child builds a trainer at a preset's size (bench.train_throughput's
+random batches, the same in every tree: checked), takes one warm-up step, then STEPS timed steps; a case's
+figure is its best step over all its children.
 
     python -m bench against_revision                    # this tree against BASELINE
     python -m bench.against_revision --rev HEAD~3       # against any revision, e.g. before a change
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--presets", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     args = parser.parse_args(argv if argv is not None else [])
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     print(f"SRI training against revision {args.rev} ({cpu_model_name()}, {torch.get_num_threads()} threads; best "
           f"step of {STEPS} in each of {args.rounds} child processes per case, cases in turn, same batches)", flush=True)
     with tempfile.TemporaryDirectory(prefix="shortrun-revision-") as folder:
