@@ -45,3 +45,9 @@ def test_an_unknown_revision_stops_with_git_s_reason_and_leaves_no_folder(monkey
     with pytest.raises(SystemExit, match="git archive no-such-revision failed: .*not a valid object name"):
         against_revision.main(["--rev", "no-such-revision", "--presets", "yelp"])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fewer_than_one_round_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        against_revision.main(["--rounds", "0"])
+    assert "--rounds must be at least 1" in capsys.readouterr().err
