@@ -84,9 +84,8 @@ def training_rule(preset: str) -> dict:
     return {"train": {"chain_gradients": cfg.train.chain_gradients}, "langevin": {"chain_dropout": cfg.langevin.chain_dropout}}
 
 
-def run_child(case: Case, preset: str, steps: int) -> Timed:
-    command = [sys.executable, str(CHILD), str(case.tree), preset, case.precision, str(steps),
-               json.dumps(training_rule(preset))]
+def run_child(case: Case, preset: str, steps: int, rule: dict) -> Timed:
+    command = [sys.executable, str(CHILD), str(case.tree), preset, case.precision, str(steps), json.dumps(rule)]
     done = subprocess.run(command, cwd=case.tree, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{case.name}: {' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
@@ -96,9 +95,10 @@ def run_child(case: Case, preset: str, steps: int) -> Timed:
 def compare(cases: list[Case], preset: str, rounds: int = ROUNDS, steps: int = STEPS) -> dict[Case, Timed]:
     """Each case's children taken in turn for `rounds` rounds; per case, the child with the best step."""
     runs: dict[Case, list[Timed]] = {case: [] for case in cases}
+    rule = training_rule(preset)
     for _ in range(rounds):
         for case in cases:
-            runs[case].append(run_child(case, preset, steps))
+            runs[case].append(run_child(case, preset, steps, rule))
     work = {(timed.rule, timed.batches) for timed_runs in runs.values() for timed in timed_runs}
     if len(work) != 1:
         raise SystemExit(f"{preset}: the trees ran different rules or drew different batches ({sorted(work)}): "

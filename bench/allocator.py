@@ -19,9 +19,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from bench.train_throughput import SIZES, random_batches, ready_trainer, sizes_and_paths, timed_step
+from bench.train_throughput import SIZES, print_per_size_and_path, random_batches, ready_trainer, timed_step
 from shortrun.allocator import OPT_OUT_ENV, keep_freed_memory
-from shortrun.numerics import cpu_model_name, resolve_device
 from shortrun.params import build_config
 
 ROUNDS = 3
@@ -81,11 +80,9 @@ def compare(preset: str, precision: str) -> str:
 
 
 def main() -> None:
-    device = resolve_device("cpu")
-    print(f"freed memory kept in the process against glibc's defaults ({cpu_model_name()}, {torch.get_num_threads()} "
-          f"threads; best step of {STEPS} in each of {ROUNDS} child processes per case, cases in turn)", flush=True)
-    for preset, precision in sizes_and_paths(device):
-        print(compare(preset, precision), flush=True)
+    print_per_size_and_path("freed memory kept in the process against glibc's defaults",
+                            f"best step of {STEPS} in each of {ROUNDS} child processes per case, cases in turn",
+                            lambda preset, path: [compare(preset, path.precision)])
 
 
 if __name__ == "__main__":

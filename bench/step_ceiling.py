@@ -17,9 +17,9 @@ from typing import Callable
 import torch
 
 from bench.step_parts import DTYPES, in_turn
-from bench.train_throughput import SIZES, sizes_and_paths
+from bench.train_throughput import SIZES, print_per_size_and_path
 from shortrun.model import Generator, TokenNLL
-from shortrun.numerics import NumericPath, cpu_model_name, resolve_device
+from shortrun.numerics import NumericPath
 from shortrun.params import build_config
 
 TARGET = 0.75
@@ -69,8 +69,5 @@ def ceiling_line(preset: str, path: NumericPath) -> str:
 
 
 def main() -> None:
-    device = resolve_device("cpu")
-    print(f"SRI step ceiling: one chain pass's parts alone against the plain product ({cpu_model_name()}, "
-          f"{torch.get_num_threads()} threads; best of repeated calls, parts in turn)", flush=True)
-    for preset, precision in sizes_and_paths(device):
-        print(ceiling_line(preset, NumericPath(device, precision)), flush=True)
+    print_per_size_and_path("SRI step ceiling: one chain pass's parts alone against the plain product",
+                            "best of repeated calls, parts in turn", lambda preset, path: [ceiling_line(preset, path)])

@@ -80,11 +80,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.train_throughput import SIZES, sizes_and_paths
+from bench.train_throughput import SIZES, print_per_size_and_path
 from shortrun.config import ModelConfig
 from shortrun.data.vocab import PAD
 from shortrun.model import Dropout, Generator, ScoredPositions, TokenNLL
-from shortrun.numerics import NumericPath, cpu_model_name, resolve_device
+from shortrun.numerics import NumericPath
 from shortrun.params import build_config
 
 REPEATS = 30
@@ -181,9 +181,5 @@ def lines_for(preset: str, path: NumericPath) -> list[str]:
 
 
 def main() -> None:
-    device = resolve_device("cpu")
-    print(f"SRI step parts, before -> after ({cpu_model_name()}, {torch.get_num_threads()} threads; forward + backward, "
-          f"best of {REPEATS}, pairs in turn)", flush=True)
-    for preset, precision in sizes_and_paths(device):
-        for line in lines_for(preset, NumericPath(device, precision)):
-            print(line, flush=True)
+    print_per_size_and_path("SRI step parts, before -> after", f"forward + backward, best of {REPEATS}, pairs in turn",
+                            lines_for)

@@ -29,13 +29,13 @@ import math
 import resource
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
 from shortrun.config import PipelineConfig
 from shortrun.data.batching import Batch, collate
-from shortrun.numerics import bfloat16_is_fast, cpu_model_name, numeric_path, resolve_device
+from shortrun.numerics import NumericPath, bfloat16_is_fast, cpu_model_name, numeric_path, resolve_device
 from shortrun.objectives import StepContext
 from shortrun.params import build_config
 from shortrun.training import Trainer
@@ -182,9 +182,15 @@ def precision_paths(device: torch.device) -> list[str]:
     return ["float32", "bfloat16"] if bfloat16_is_fast(device) else ["float32"]
 
 
-def sizes_and_paths(device: torch.device) -> list[tuple[str, str]]:
-    """Every (preset size, precision path) pair that the per-part benchmarks time on `device`."""
-    return [(preset, path) for preset in SIZES for path in precision_paths(device)]
+def print_per_size_and_path(title: str, method: str, lines: Callable[[str, NumericPath], Iterable[str]]) -> None:
+    """On the CPU: `title` with the CPU, its threads and `method`, then lines(preset, path) for each
+    (preset size, precision path) pair, printed as they come."""
+    device = resolve_device("cpu")
+    print(f"{title} ({cpu_model_name()}, {torch.get_num_threads()} threads; {method})", flush=True)
+    for preset in SIZES:
+        for path in precision_paths(device):
+            for line in lines(preset, NumericPath(device, path)):
+                print(line, flush=True)
 
 
 def bench_preset(preset: str, device: torch.device) -> list[str]:

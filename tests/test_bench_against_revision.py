@@ -29,7 +29,7 @@ def test_head_against_this_tree_runs_each_trees_own_code_on_the_same_batches(tmp
 
 @pytest.mark.parametrize("differs", ["rule", "batches"])
 def test_trees_that_did_different_work_are_refused(differs: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    def child(case: Case, preset: str, steps: int) -> Timed:
+    def child(case: Case, preset: str, steps: int, rule: dict) -> Timed:
         made = {"rule": "chain", "batches": "same", differs: case.name}
         return Timed(precision="float32", steps=[(100, 0.1)], **made)
 
